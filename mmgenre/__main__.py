@@ -1,0 +1,99 @@
+"""Command line: ``python -m mmgenre {predict,explain,features,validate,models}``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import EncoderUnavailableError, InputError
+
+
+def _cmd_predict(args) -> dict:
+    from .predict import Predictor
+    return Predictor.from_checkpoint(args.checkpoint).predict(poster=args.poster, plot=args.plot)
+
+
+def _cmd_explain(args) -> dict:
+    from .explain.export import export_explanation
+    from .predict import Predictor
+    pred = Predictor.from_checkpoint(args.checkpoint)
+    genres = [g.strip() for g in args.genres.split(",")] if args.genres else None
+    return export_explanation(pred, poster=args.poster, plot=args.plot, genres=genres, out=Path(args.out))
+
+
+def _cmd_features(args) -> dict:
+    from .data import MMIMDb, resolve_data_dir
+    from .encoders import default_encoder
+    from .features import extract_features
+    ds = MMIMDb.load(resolve_data_dir(args.data), skip_bad=args.skip_bad)
+    out = {}
+    for kind in args.kinds.split(","):
+        name = getattr(args, f"{kind}_encoder", None) or default_encoder(kind)
+        fs = extract_features(ds, kind, name, cache_root=args.cache, skip_bad=args.skip_bad,
+                              batch_size=args.batch_size)
+        out[kind] = {"encoder": name, "path": fs.meta["path"], "n": len(fs.ids),
+                     "present": int(fs.present.sum()), "dim": fs.dim,
+                     "bad_files": len(fs.meta.get("bad_files", []))}
+    return out
+
+
+def _cmd_validate(args) -> dict:
+    from .data import MMIMDb, resolve_data_dir
+    ds = MMIMDb.load(resolve_data_dir(args.data), skip_bad=args.skip_bad, check_images=args.check_images)
+    print(ds.report.summary(), file=sys.stderr)
+    return ds.report.to_dict()
+
+
+def _cmd_models(args) -> dict:
+    from .encoders import ENCODER_KINDS, encoder_info
+    from .models import list_models
+    return {"models": list_models(), "encoders": {k: encoder_info(k) for k in ENCODER_KINDS}}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mmgenre", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, helptext in (("predict", "genre probabilities for one movie"),
+                           ("explain", "write Grad-CAM, word attributions and figures for one movie")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--checkpoint", required=True)
+        s.add_argument("--poster", help="poster image file")
+        s.add_argument("--plot", help="plot text")
+        if name == "explain":
+            s.add_argument("--genres", help="comma list (default: predicted genres, else top 3)")
+            s.add_argument("--out", required=True)
+    s = sub.add_parser("features", help="extract and cache encoder features for a dataset")
+    s.add_argument("--data")
+    s.add_argument("--kinds", default="text,image,detector")
+    s.add_argument("--text-encoder", dest="text_encoder")
+    s.add_argument("--image-encoder", dest="image_encoder")
+    s.add_argument("--detector", dest="detector_encoder")
+    s.add_argument("--cache")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--skip-bad", action="store_true")
+    s = sub.add_parser("validate", help="read a dataset and print its validation report")
+    s.add_argument("--data")
+    s.add_argument("--skip-bad", action="store_true")
+    s.add_argument("--check-images", action="store_true")
+    sub.add_parser("models", help="list registered models and encoders")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    commands = {"predict": _cmd_predict, "explain": _cmd_explain, "features": _cmd_features,
+                "validate": _cmd_validate, "models": _cmd_models}
+    try:
+        result = commands[args.cmd](args)
+    except (InputError, EncoderUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Self-describing checkpoints: ``<dir>/model.safetensors`` + ``config.json`` (+ results).
+
+A checkpoint folder is enough to rebuild its model: ``config.json`` names the model, its
+hyper-parameters and input sizes, the encoders actually used (with their preprocessing), the
+genre order, the tuned thresholds, the training config and the data fingerprint. Weights are
+read with safetensors only, so a crafted file cannot run code; a config that names an unknown
+model or encoder, or weights whose shapes do not match, are refused with an ``InputError``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from safetensors import SafetensorsError
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+
+from . import atomic
+from .errors import InputError
+from .genres import GENRES
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+MAX_CONFIG_BYTES = 2 * 2**20
+_VERSION_PACKAGES = ("torch", "transformers", "timm", "scikit-learn", "numpy", "safetensors")
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _VERSION_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: dict
+    weights: dict[str, np.ndarray]
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.config["model"]
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        return np.asarray(self.config["thresholds"], dtype=np.float32)
+
+    def predictions(self) -> pd.DataFrame | None:
+        f = self.path / PREDICTIONS_FILE
+        return pd.read_csv(f, dtype={"imdb_id": str}) if f.exists() else None
+
+
+def save_checkpoint(out_dir: str | Path, *, weights: dict[str, np.ndarray], config: dict,
+                    metrics: dict | None = None, predictions: pd.DataFrame | None = None,
+                    extra_files: dict[str, str] | None = None) -> Path:
+    """Write a whole checkpoint folder atomically (staged in a sibling temp folder, then swapped)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    config = dict(config)
+    config.setdefault("format_version", FORMAT_VERSION)
+    config.setdefault("genres", list(GENRES))
+    config.setdefault("versions", library_versions())
+    config.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    _validate_config(config, out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    save_numpy({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(staging / WEIGHTS_FILE))
+    atomic.write_json(staging / CONFIG_FILE, config)
+    if metrics is not None:
+        atomic.write_json(staging / METRICS_FILE, _finite(metrics))
+    if predictions is not None:
+        predictions.to_csv(staging / PREDICTIONS_FILE, index=False, float_format="%.5f")
+    for name, text in (extra_files or {}).items():
+        atomic.write_text(staging / name, text)
+    atomic.replace_dir(staging, out_dir)
+    return out_dir
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    cfg_file = path / CONFIG_FILE
+    if not path.is_dir() or not cfg_file.is_file():
+        raise InputError(f"{path} is not a checkpoint folder: it has no {CONFIG_FILE}")
+    if cfg_file.stat().st_size > MAX_CONFIG_BYTES:
+        raise InputError(f"{cfg_file} is larger than {MAX_CONFIG_BYTES} bytes; refusing to read it")
+    try:
+        config = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{cfg_file} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{cfg_file} must hold a JSON object")
+    _validate_config(config, path)
+    weights_file = path / WEIGHTS_FILE
+    if not weights_file.is_file():
+        others = sorted(p.name for p in path.glob("*.pt*")) + sorted(p.name for p in path.glob("*.bin"))
+        hint = f" (found {others}: pickled weights are not loaded; convert them to safetensors)" if others else ""
+        raise InputError(f"{path} has no {WEIGHTS_FILE}{hint}")
+    try:
+        weights = load_numpy(str(weights_file))
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise InputError(f"{weights_file} is not a readable safetensors file: {exc}") from None
+    metrics = {}
+    if (path / METRICS_FILE).is_file():
+        try:
+            metrics = json.loads((path / METRICS_FILE).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            metrics = {}
+    return Checkpoint(path=path, config=config, weights=weights, metrics=metrics)
+
+
+def _validate_config(config: dict, where: Path) -> None:
+    from .models import list_models  # late import: the registry imports heads and torch
+
+    def bad(msg: str) -> InputError:
+        return InputError(f"checkpoint {where}: {msg}")
+
+    if config.get("format_version") != FORMAT_VERSION:
+        raise bad(f"unsupported format_version {config.get('format_version')!r} (expected {FORMAT_VERSION})")
+    model = config.get("model")
+    if model not in list_models():
+        raise bad(f"unknown model {model!r}; known models: {', '.join(list_models())}")
+    if list(config.get("genres", [])) != list(GENRES):
+        raise bad("its genre list differs from the 23 MM-IMDb genres in mmgenre.genres")
+    thr = config.get("thresholds")
+    if (not isinstance(thr, list) or len(thr) != len(GENRES)
+            or not all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in thr)):
+        raise bad("'thresholds' must be a list of 23 numbers in [0, 1]")
+    encoders = config.get("encoders", {})
+    if not isinstance(encoders, dict):
+        raise bad("'encoders' must be an object")
+    from .encoders import list_encoders
+    for kind, info in encoders.items():
+        if kind not in ("text", "image", "detector") or not isinstance(info, dict):
+            raise bad(f"unknown encoder kind {kind!r}")
+        name = info.get("name")
+        if not isinstance(name, str) or not name:
+            raise bad(f"encoder {kind!r} has no name")
+        if name not in list_encoders(kind) and not info.get("custom", False):
+            raise bad(f"unknown {kind} encoder {name!r}; known: {', '.join(list_encoders(kind))}")
+
+
+def _finite(obj):
+    """JSON has no NaN: undefined figures (e.g. ROC-AUC of a genre with no positives) become null."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj

@@ -1,0 +1,95 @@
+"""``python -m train --data DIR --models all --out checkpoints/`` (choices come from the registries)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import fields
+
+from mmgenre.encoders import list_encoders
+from mmgenre.errors import EncoderUnavailableError, InputError
+from mmgenre.leaderboard import write_leaderboard
+from mmgenre.models import list_models
+
+from .config import TrainConfig
+
+QUICK_MODEL = "gmu"
+
+
+def parse_models(text: str) -> list[str]:
+    known = list_models()
+    if text == "all":
+        return known
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InputError(f"unknown model(s) {', '.join(unknown)}; choose from: all, {', '.join(known)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    p.add_argument("--data", help="MM-IMDb folder (default: $MMGENRE_DATA)")
+    p.add_argument("--models", default=QUICK_MODEL, help=f"'all' or a comma list of: {', '.join(list_models())}")
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--text-encoder", default=d.text_encoder, help=f"one of {list_encoders('text')} or a HF id/folder")
+    p.add_argument("--image-encoder", default=d.image_encoder, help=f"one of {list_encoders('image')} or a timm name")
+    p.add_argument("--detector", default=d.detector, choices=list_encoders("detector"))
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--loss", choices=("bce", "focal"), default=d.loss)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--train-on-dev-fraction", type=float, default=d.train_on_dev_fraction)
+    p.add_argument("--cache", help="feature cache folder (default: $MMGENRE_CACHE or ~/.cache/mmgenre)")
+    p.add_argument("--cv", type=int, default=0, help="K-fold cross-validation on --cv-split instead of one fit")
+    p.add_argument("--cv-split", default=d.cv_split)
+    p.add_argument("--n-boot", type=int, default=d.n_boot)
+    p.add_argument("--quick", action="store_true", help=f"3 epochs of {QUICK_MODEL} only (a quick demo)")
+    p.add_argument("--finetune", action="store_true", help="end-to-end fine-tuning of the encoders (use a GPU)")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable movies, listing them, instead of stopping")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        models = [QUICK_MODEL] if args.quick else parse_models(args.models)
+        known = {f.name for f in fields(TrainConfig)}
+        base = {k: v for k, v in vars(args).items() if k in known and v is not None}
+        base["progress"] = not args.no_progress
+        if args.quick:
+            base["epochs"] = 3
+        from .cv import cross_validate
+        from .loop import fit, load_dataset
+        ds = load_dataset(TrainConfig(**{**base, "model": models[0]}))
+        print(ds.report.summary(), file=sys.stderr)
+        for name in models:
+            cfg = TrainConfig(**{**base, "model": name})
+            t0 = time.perf_counter()
+            if args.cv:
+                res = cross_validate(cfg, ds)["out_of_fold"]
+            else:
+                res = fit(cfg, ds).metrics["test"]
+            print(json.dumps({"model": name, "seconds": round(time.perf_counter() - t0, 1),
+                              **{k: round(res[k], 4) for k in ("micro_f1", "macro_f1", "samples_f1", "map_macro")}}))
+        if not args.cv:
+            print(f"leaderboard: {write_leaderboard(args.out)}", file=sys.stderr)
+    except (InputError, EncoderUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

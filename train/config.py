@@ -1,0 +1,46 @@
+"""The one training config (a dataclass, no YAML): the CLI and the tests build it the same way."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = None            # MM-IMDb folder; None -> $MMGENRE_DATA
+    model: str = "gmu"                 # a name from mmgenre.models.list_models()
+    out: str = "checkpoints"           # checkpoints/<model>/ is written here
+    text_encoder: str = "minilm"
+    image_encoder: str = "efficientnet-lite0"
+    detector: str = "haar"
+    cache: str | None = None           # feature cache root; None -> $MMGENRE_CACHE or ~/.cache/mmgenre
+    # optimisation
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.1           # linear warm-up over this share of steps, then linear decay
+    hidden: int = 256
+    dropout: float = 0.3
+    loss: str = "bce"                  # "bce" or "focal"
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
+    modality_dropout: float = 0.15     # chance per movie of hiding one modality (multimodal heads)
+    patience: int = 8                  # early stopping on dev macro-F1
+    seed: int = 0
+    max_tokens: int = 128              # plot tokens given to sequence heads
+    head_kwargs: dict = field(default_factory=dict)
+    # protocol
+    train_split: str = "train"
+    dev_split: str = "dev"
+    test_split: str = "test"
+    train_on_dev_fraction: float = 0.0  # >0: move this share of dev into training (stratified, seeded)
+    cv: int = 0                        # >0: k-fold cross-validation on cv_split instead of one fit
+    cv_split: str = "dev"
+    n_boot: int = 1000
+    skip_bad: bool = False
+    finetune: bool = False             # end-to-end fine-tuning of the encoders (GPU users)
+    device: str = "cpu"
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
