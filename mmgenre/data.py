@@ -38,7 +38,7 @@ MIN_IMAGE_SIDE = 16              # 1x1 or 1x10000 "posters" are rejected
 MAX_ASPECT_RATIO = 20.0          # a 16x4000 strip is not a poster either
 MAX_UPLOAD_BYTES = 20 * 2**20    # posters are a few hundred KB; anything over 20 MiB is refused
 # Raster formats a poster may come in; PIL's rarer decoders are not exposed to uploads.
-ALLOWED_IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+ALLOWED_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 POSTER_SUFFIXES = (".jpeg", ".jpg", ".png")   # official is .jpeg; the others are accepted too
 DATA_ENV_VAR = "MMGENRE_DATA"
 PROGRESS_MIN_FILES = 500
@@ -53,6 +53,9 @@ HOW_TO_GET_DATA = (
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")   # ids become file names: no separators, no '..'
 _HSPACE_RE = re.compile(r"[^\S\n]+")            # whitespace other than newline
 _BLANK_LINES_RE = re.compile(r"\n{3,}")
+# Control characters (Unicode Cc) that are not whitespace; \t \v \f \x1c-\x1f \x85 become spaces.
+_CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 # --------------------------------------------------------------------------- records
@@ -146,13 +149,7 @@ def _clean_text(text: Any, what: str = "plot") -> tuple[str, bool]:
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
     # Drop control characters (keep newline; tab becomes a space below) and replace lone
     # surrogates, which JSON "\ud800" escapes can produce and which cannot be encoded to UTF-8.
-    chars = []
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if cat == "Cc" and ch not in "\n\t":
-            continue
-        chars.append("\ufffd" if cat == "Cs" else ch)
-    text = "".join(chars)
+    text = _SURROGATE_RE.sub("\ufffd", _CONTROL_RE.sub("", text))
     text = _HSPACE_RE.sub(" ", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
     text = _BLANK_LINES_RE.sub("\n\n", text).strip()
@@ -257,7 +254,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         elif hi > 255 or (arr.size and arr.min() < 0):
             lo = arr.min()
             arr = (arr - lo) * (255.0 / max(hi - lo, 1e-12))
-        grey = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+        grey = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
         return grey.convert("RGB")
     return img.convert("RGB")
 
@@ -288,6 +285,7 @@ def load_poster(src: str | Path | bytes | Image.Image, *, name: str | None = Non
             raise InputError(f"{label}: zero-byte file, not an image")
         if len(data) > MAX_UPLOAD_BYTES:
             raise InputError(f"{label}: file is over {MAX_UPLOAD_BYTES // 2**20} MiB")
+        Image.init()        # registers every plugin, so that formats= can name WEBP and TIFF
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -319,7 +317,7 @@ def load_poster(src: str | Path | bytes | Image.Image, *, name: str | None = Non
         pass
     try:
         return _to_rgb(img)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - e.g. LAB or unusual TIFF modes
         raise InputError(f"{label}: cannot convert colour mode {img.mode} to RGB ({e})") from e
 
 

@@ -1,7 +1,10 @@
 """Genre-classification heads over (cached or live) encoder features, and their registry.
 
->>> head = build_head("gmu", {"text": 384, "image": 1280})
->>> out = head(batch)          # HeadOutput(logits=(B, 23), extras={...})
+Usage::
+
+    head = build_head("gmu", {"text": 384, "image": 1280})
+    out = head(batch)          # HeadOutput(logits=(B, 23), extras={...})
+    rebuilt = build_head(head.name, head.dims, head.n_genres, **head.hparams())
 
 See :mod:`mmgenre.heads.base` for the batch format.
 """

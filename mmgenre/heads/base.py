@@ -212,7 +212,8 @@ def modality_dropout(batch: Batch, p_text: float, p_image: float,
     has_text = batch["has_text"].bool() if "has_text" in batch else torch.ones(n, dtype=torch.bool, device=device)
     has_image = batch["has_image"].bool() if "has_image" in batch else torch.ones(n, dtype=torch.bool, device=device)
 
-    u = torch.rand(3, n, generator=generator).to(device)
+    gen_device = generator.device if generator is not None else device
+    u = torch.rand(3, n, generator=generator, device=gen_device).to(device)
     drop_t, drop_i = u[0] < p_text, u[1] < p_image
     both = drop_t & drop_i
     coin = u[2] < 0.5  # both drawn: keep only one of the two drops

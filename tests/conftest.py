@@ -1,0 +1,28 @@
+"""Shared fixtures: a generated tiny MM-IMDb (always there) and the real lite subset (optional)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mmgenre.testing import make_tiny_mmimdb
+
+LITE_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "mmimdb-lite"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 24/12/12 generated dataset in the official layout. Shared by the whole session: treat
+    it as read-only (copy it with shutil.copytree before changing files)."""
+    return make_tiny_mmimdb(tmp_path_factory.mktemp("tiny_mmimdb"))
+
+
+@pytest.fixture(scope="session")
+def lite_data() -> Path:
+    """The real mmimdb-lite folder ($MMGENRE_DATA, else ../shared/mmimdb-lite); skip if absent."""
+    env = os.environ.get("MMGENRE_DATA", "").strip()
+    root = Path(env) if env else LITE_DEFAULT
+    if not ((root / "split.json").is_file() and (root / "dataset").is_dir()):
+        pytest.skip(f"MM-IMDb data not found at {root} (set MMGENRE_DATA)")
+    return root

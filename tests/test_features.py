@@ -1,0 +1,72 @@
+"""Feature cache: shapes, missing modalities, resumption after an interruption, atomicity."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mmgenre.data import MMIMDb
+from mmgenre.errors import InputError
+from mmgenre.features import cache_dir, extract_features, load_features
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_data):
+    return MMIMDb.load(tiny_data)
+
+
+@pytest.mark.parametrize("kind,name", [("text", "minilm"), ("image", "efficientnet-lite0"), ("detector", "haar")])
+def test_extract_shapes_and_missing_rows(tiny, tmp_path, kind, name):
+    fs = extract_features(tiny, kind, name, cache_root=tmp_path, progress=False, shard_size=16)
+    assert fs.ids == [m.imdb_id for m in tiny]
+    assert fs.pooled.dtype == np.float16 and fs.pooled.shape[0] == len(tiny)
+    expected = [m.has_plot for m in tiny] if kind == "text" else [m.has_poster for m in tiny]
+    assert fs.present.tolist() == expected
+    missing = ~fs.present
+    assert missing.any(), "the tiny set has movies without this modality"
+    assert np.all(fs.pooled[missing] == 0)
+    assert np.abs(fs.pooled[fs.present].astype(np.float32)).sum(axis=1).min() > 0
+    if kind == "detector":
+        assert fs.seq is None
+    else:
+        assert fs.seq.shape[:2] == fs.seq_mask.shape and fs.seq.shape[2] == fs.dim
+        assert not fs.seq_mask[missing].any()
+        assert fs.seq_mask[fs.present].any(axis=1).all()
+    assert fs.meta["encoder_info"]["name"]
+    # second call reads the cache (no encoder needed)
+    again = extract_features(tiny, kind, name, cache_root=tmp_path, encoder=object(), progress=False)
+    np.testing.assert_array_equal(np.asarray(again.pooled), np.asarray(fs.pooled))
+
+
+def test_interrupted_run_resumes_to_identical_result(tiny, tmp_path):
+    full = extract_features(tiny, "text", "minilm", cache_root=tmp_path / "a", progress=False, shard_size=10)
+    partial = extract_features(tiny, "text", "minilm", cache_root=tmp_path / "b", progress=False,
+                               shard_size=10, stop_after_shards=2)
+    assert partial is None
+    out = cache_dir(tmp_path / "b", "text", "minilm", tiny.fingerprint())
+    assert not (out / "meta.json").exists()
+    with pytest.raises(InputError, match="not a complete feature cache"):
+        load_features(out)
+    assert len(list((out / "shards").glob("shard-*.npz"))) == 2
+    # a half-written temp file left by a kill is ignored
+    (out / "shards" / ".shard-00002.npz.garbage.tmp").write_bytes(b"\x00" * 10)
+    resumed = extract_features(tiny, "text", "minilm", cache_root=tmp_path / "b", progress=False, shard_size=10)
+    for key in ("pooled", "seq", "seq_mask", "present"):
+        np.testing.assert_array_equal(np.asarray(getattr(resumed, key)), np.asarray(getattr(full, key)))
+    assert json.loads((out / "ids.json").read_text()) == full.ids
+
+
+def test_damaged_shard_is_recomputed(tiny, tmp_path):
+    extract_features(tiny, "detector", "haar", cache_root=tmp_path, progress=False, shard_size=10,
+                     stop_after_shards=1)
+    out = cache_dir(tmp_path, "detector", "haar", tiny.fingerprint())
+    (out / "shards" / "shard-00000.npz").write_bytes(b"not an npz")
+    fs = extract_features(tiny, "detector", "haar", cache_root=tmp_path, progress=False, shard_size=10)
+    assert fs.pooled.shape[0] == len(tiny)
+
+
+def test_unknown_ids_raise_input_error(tiny, tmp_path):
+    fs = extract_features(tiny, "detector", "haar", cache_root=tmp_path, progress=False)
+    with pytest.raises(InputError, match="no cached detector features"):
+        fs.rows(["0000000"])
