@@ -7,22 +7,30 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export YOLO_OFFLINE := 1
 
-.PHONY: venv demo test train bench screenshots clean
+.PHONY: venv sysdeps demo test train bench screenshots clean
 
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt requirements-nodeps.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, from the local wheel store, so no other requirement can pull another build.
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
 venv: $(BIN)/.installed
 
-demo: venv
-	$(BIN)/python -m dashboard.serve
+# nginx (the one-origin reverse proxy) comes from Debian; installed only when missing.
+sysdeps:
+	@command -v nginx >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	  else echo "nginx is missing: run 'sudo apt-get install -y nginx'"; exit 1; fi; }
 
-test: venv
+demo: venv sysdeps
+	$(BIN)/python -m dashboard.serve --port 7860
+
+test: venv sysdeps
 	$(BIN)/python -m pytest -q
 
 train: venv

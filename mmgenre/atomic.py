@@ -49,8 +49,9 @@ def write_json(target: str | Path, obj) -> None:
 
 
 def write_npy(target: str | Path, array: np.ndarray) -> None:
-    with atomic_path(target, suffix=".npy") as tmp:
-        np.save(tmp, array, allow_pickle=False)
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a path
+            np.save(fh, array, allow_pickle=False)
 
 
 def write_npz(target: str | Path, **arrays: np.ndarray) -> None:

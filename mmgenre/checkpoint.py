@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 
@@ -112,7 +112,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise InputError(f"{path} has no {WEIGHTS_FILE}{hint}")
     try:
         weights = load_numpy(str(weights_file))
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"{weights_file} is not a readable safetensors file: {exc}") from None
     metrics = {}
     if (path / METRICS_FILE).is_file():

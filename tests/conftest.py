@@ -26,3 +26,26 @@ def lite_data() -> Path:
     if not ((root / "split.json").is_file() and (root / "dataset").is_dir()):
         pytest.skip(f"MM-IMDb data not found at {root} (set MMGENRE_DATA)")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Feature cache for tiny_data (default encoders), shared by the session."""
+    return tmp_path_factory.mktemp("tiny_cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tiny_data: Path, tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every registered model trained for 2 epochs on tiny_data with the default encoders
+    (minilm, efficientnet-lite0, haar), plus leaderboard.csv. Read-only for tests."""
+    from mmgenre.leaderboard import write_leaderboard
+    from mmgenre.models import list_models
+    from train.config import TrainConfig
+    from train.loop import fit
+
+    out = tmp_path_factory.mktemp("tiny_checkpoints")
+    for model in list_models():
+        fit(TrainConfig(data=str(tiny_data), model=model, out=str(out), cache=str(tiny_cache), epochs=2,
+                        batch_size=16, n_boot=20, progress=False))
+    write_leaderboard(out)
+    return out

@@ -26,7 +26,8 @@ def test_extract_shapes_and_missing_rows(tiny, tmp_path, kind, name):
     missing = ~fs.present
     assert missing.any(), "the tiny set has movies without this modality"
     assert np.all(fs.pooled[missing] == 0)
-    assert np.abs(fs.pooled[fs.present].astype(np.float32)).sum(axis=1).min() > 0
+    if kind != "detector":  # Haar may rightly find nothing on a generated poster
+        assert np.abs(fs.pooled[fs.present].astype(np.float32)).sum(axis=1).min() > 0
     if kind == "detector":
         assert fs.seq is None
     else:

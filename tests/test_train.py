@@ -23,13 +23,8 @@ from train.loop import fit
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt")
-    cache = tmp_path_factory.mktemp("cache")
-    results = {m: fit(TrainConfig(data=str(tiny_data), model=m, out=str(out), cache=str(cache), epochs=2,
-                                  batch_size=16, n_boot=20, progress=False))
-               for m in list_models()}
-    return out, cache, results
+def trained(tiny_checkpoints, tiny_cache):
+    return tiny_checkpoints, tiny_cache, None
 
 
 @pytest.mark.parametrize("model", list_models())

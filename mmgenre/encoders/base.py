@@ -108,6 +108,8 @@ def build_encoder(kind: str, name: str, *, weights: str | Path | None = None, pr
     if isinstance(encoder, nn.Module):
         encoder.to(device)
         freeze(encoder)
+    if isinstance(encoder, ImageEncoder):
+        encoder.attach_gradient_taps()
     return encoder
 
 
@@ -163,10 +165,17 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights_into(model: nn.Module, path: str | Path, *, strict: bool = True,
-                      ignore_prefixes: tuple[str, ...] = ()) -> None:
-    """Load a state dict file into ``model``; ``ignore_prefixes`` drops e.g. the classifier."""
+                      ignore_prefixes: tuple[str, ...] = (),
+                      filter_fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> None:
+    """Load a state dict file into ``model``; ``ignore_prefixes`` drops e.g. the classifier.
+
+    ``filter_fn`` converts the file's keys/shapes first (e.g. timm's ``checkpoint_filter_fn``). With
+    ``strict`` every other parameter of ``model`` must come from the file: no silent half-random model.
+    """
     state = load_state_dict(path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    if filter_fn is not None:
+        state = filter_fn(state)
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -292,8 +301,28 @@ class ImageEncoder(FrozenModule):
     def target_layers(self) -> list[nn.Module]:
         raise NotImplementedError
 
+    def attach_gradient_taps(self) -> None:
+        """Let Grad-CAM work on the frozen encoder without making the pixels require grad.
+
+        With every parameter frozen and plain pixels, autograd records nothing, so pytorch-grad-cam would
+        get no gradients. Under grad mode, a hook turns each target layer's output into a leaf that
+        requires grad: the graph then starts at that layer (cheap) instead of at the pixels. When the
+        input already requires grad (Integrated Gradients on pixels) nothing changes. ``build_encoder``
+        calls this; it must run before other hooks are registered on the target layers.
+        """
+        if not getattr(self, "_gradient_taps", False):
+            for layer in self.target_layers:
+                layer.register_forward_hook(_activation_requires_grad)
+            self._gradient_taps = True
+
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def _activation_requires_grad(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+    if torch.is_grad_enabled() and isinstance(output, torch.Tensor) and not output.requires_grad:
+        return output.detach().requires_grad_(True)
+    return None
 
 
 class Detector:

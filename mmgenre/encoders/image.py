@@ -273,12 +273,25 @@ def _timm_encoder(name: str, arch: str, *, weights, pretrained: bool, overrides:
                 f"Provide them with weights=<model.safetensors or .pth of timm {arch}> (e.g. from the Hugging Face "
                 f"repo {hub_id or arch}), or copy a Hugging Face cache that has them")
         weights = cached
-    try:  # timm loads .safetensors, or torch files with weights_only=True (no pickled code)
-        net = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": str(weights), "source": "file"},
-                                **kwargs)
-    except Exception as err:  # noqa: BLE001 - unreadable file or wrong architecture
-        raise InputError(f"weights file {str(weights)!r} cannot be loaded into timm {arch}: {err}") from err
+    net = timm.create_model(arch, pretrained=False, **kwargs)
+    _load_timm_weights(net, weights)
     return TimmEncoder(name, net, source=str(weights), pretrained=True)
+
+
+def _load_timm_weights(net: nn.Module, path: str | Path) -> None:
+    """A timm checkpoint (.safetensors, or .pth/.bin read with weights_only=True) into ``net``, strictly.
+
+    timm's own pretrained loader silently skips missing blocks once the classifier is dropped, so the
+    keys are checked here; the model family's ``checkpoint_filter_fn`` (pos-embed resizing, old key
+    names) is applied first. The classifier is ignored: encoders use pre-logits features.
+    """
+    import sys
+
+    family_filter = getattr(sys.modules[type(net).__module__], "checkpoint_filter_fn", None)
+    classifier = net.pretrained_cfg.get("classifier") or "head"
+    classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    load_weights_into(net, path, ignore_prefixes=tuple(c + "." for c in classifiers),
+                      filter_fn=(lambda state: family_filter(state, net)) if family_filter else None)
 
 
 @register_encoder("image", "vit-b16", offline=False,

