@@ -6,9 +6,9 @@
 # a folder and set MMGENRE_CHECKPOINTS. The data is never baked into the image.
 FROM python:3.11-slim
 
-# nginx: the one-origin proxy of dashboard/serve.py; libgl1/libglib2.0-0: OpenCV (ultralytics).
+# nginx: the one-origin proxy of dashboard/serve.py; libglib2.0-0: headless OpenCV.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends nginx libgl1 libglib2.0-0 \
+    && apt-get install -y --no-install-recommends nginx libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -28,8 +28,9 @@ WORKDIR /home/user/app
 # torch first and pinned, so no other requirement can pull a different build. In a Docker
 # build (and on Spaces) the wheel comes from PyPI, not from a local wheel store.
 RUN pip install torch==2.14.1 torchvision==0.29.1
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+COPY requirements.txt requirements-nodeps.txt ./
+RUN pip install -r requirements.txt \
+    && pip install --no-deps -r requirements-nodeps.txt
 
 COPY --chown=user . .
 USER user

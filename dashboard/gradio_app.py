@@ -14,6 +14,7 @@ import html
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 _ROOT = str(Path(__file__).resolve().parents[1])
@@ -60,6 +61,13 @@ def load_predictor(checkpoints: Path, name: str):
     return _predictor(str(folder), _stamp(folder))
 
 
+def preferred_model(models: list[str]) -> str | None:
+    """The model selected at start: the first that reads both poster and plot, else the first."""
+    from mmgenre.models import list_models, model_modalities
+    both = [m for m in models if m in list_models() and {"text", "image"} <= set(model_modalities(m))]
+    return both[0] if both else (models[0] if models else None)
+
+
 def examples_from_data(data_dir: str | Path | None, n: int = N_EXAMPLES) -> list[list]:
     """[poster image, plot excerpt] of the first ``n`` test movies that have both (or [])."""
     if not data_dir and not os.environ.get(DATA_ENV_VAR, "").strip():
@@ -89,9 +97,16 @@ def _error(exc: Exception) -> gr.Error:
     return gr.Error(html.escape(str(exc), quote=False))
 
 
+def _notes_html(notes: list[str]) -> str:
+    return "".join(f"<p>{html.escape(n, quote=False)}</p>" for n in notes)
+
+
 def predict(poster: str | None, plot: str | None, model: str | None, genre: str | None,
-            checkpoints: Path) -> tuple[dict, object, str, str]:
-    """Gradio handler: (probabilities, Grad-CAM overlay or None, highlighted plot, notes)."""
+            checkpoints: Path) -> Iterator[tuple[dict, object, str, str]]:
+    """Gradio handler, a generator: first the probabilities (fast), then the explanation.
+
+    Yields (probabilities, Grad-CAM overlay or None, highlighted plot HTML, notes HTML).
+    """
     try:
         if not model:
             raise InputError(f"no trained model found in {checkpoints}: train one with "
@@ -100,24 +115,34 @@ def predict(poster: str | None, plot: str | None, model: str | None, genre: str 
             raise InputError(f"plot: {len(plot):,} characters is too long (limit {MAX_PLOT_INPUT:,})")
         p = load_predictor(checkpoints, model)
         result = p.predict(poster=poster, plot=plot)
-        target = result["predicted"][0] if result["predicted"] else next(iter(result["probabilities"]))
-        if genre and genre != TOP_GENRE:
-            target = genre
-        expl = p.explain(poster=poster, plot=plot, genres=[target])
     except (InputError, EncoderUnavailableError) as exc:
         raise _error(exc) from None
-    overlay = views.cam_overlay(expl, target)
-    words = views.words_html(expl, target) or "<p><em>No plot words to show for this model.</em></p>"
+    target = result["predicted"][0] if result["predicted"] else next(iter(result["probabilities"]))
+    if genre and genre != TOP_GENRE:
+        target = genre
     notes = [f"Model: {result['model']}. Predicted (tuned thresholds): "
              f"{', '.join(result['predicted']) or 'none'}. Explained genre: {target}."]
     used = [k for k, v in result["used"].items() if v]
     notes.append(f"Inputs used: {', '.join(used) or 'none'}.")
+    if poster is not None and not result["used"]["poster"]:
+        notes.append(f"{result['model']} does not read posters: choose a fusion model for Grad-CAM.")
+    yield (result["probabilities"], None, "<p><em>Explaining the prediction ...</em></p>",
+           _notes_html(notes))
+    try:
+        expl = p.explain(poster=poster, plot=plot, genres=[target])
+    except (InputError, EncoderUnavailableError) as exc:
+        raise _error(exc) from None
+    overlay = views.cam_overlay(expl, target)
+    words = views.words_html(expl, target)
+    if words is None:
+        why = "No plot was given." if not (plot or "").strip() else "This model does not read the plot."
+        words = f"<p><em>{why}</em></p>"
     for text in (views.deletion_text(expl, target), views.completeness_text(expl, target),
                  views.modality_text(expl)):
         if text:
             notes.append(text)
-    notes_html = "".join(f"<p>{html.escape(n, quote=False)}</p>" for n in notes)
-    return result["probabilities"], overlay, words, notes_html
+    notes.append(f"Explained in {expl.timings.get('total', 0.0):.1f} s.")
+    yield result["probabilities"], overlay, words, _notes_html(notes)
 
 
 def build_demo(checkpoints_dir: str | Path | None = None, data_dir: str | Path | None = None) -> gr.Blocks:
@@ -140,22 +165,22 @@ def build_demo(checkpoints_dir: str | Path | None = None, data_dir: str | Path |
                                   height=360)
                 plot = gr.Textbox(label="Plot", lines=6, max_lines=14, max_length=MAX_PLOT_INPUT,
                                   placeholder="A retired detective is drawn back for one last case ...")
-                with gr.Row():
-                    model = gr.Dropdown(models, value=models[0] if models else None, label="Model",
-                                        interactive=True)
-                    genre = gr.Dropdown([TOP_GENRE, *GENRES], value=TOP_GENRE, label="Explain genre")
+                model = gr.Dropdown(models, value=preferred_model(models), label="Model",
+                                    interactive=True)
+                genre = gr.Dropdown([TOP_GENRE, *GENRES], value=TOP_GENRE, label="Explain genre")
                 button = gr.Button("Predict", variant="primary")
             with gr.Column(scale=1):
                 label = gr.Label(num_top_classes=8, label="Genre probabilities")
                 overlay = gr.Image(label="Grad-CAM on the poster", type="pil", interactive=False,
                                    height=360)
                 words = gr.HTML(label="Plot words")
-                notes = gr.HTML()
+                notes = gr.HTML(label="Notes")
         examples = examples_from_data(data_dir)
         if examples:
             gr.Examples(examples, inputs=[poster, plot], label="Test movies from MM-IMDb")
-        handler = functools.partial(predict, checkpoints=checkpoints)
-        functools.update_wrapper(handler, predict)
+        def handler(poster_path, plot_text, model_name, genre_name):
+            yield from predict(poster_path, plot_text, model_name, genre_name, checkpoints)
+
         button.click(handler, inputs=[poster, plot, model, genre], outputs=[label, overlay, words, notes],
                      api_name="predict", concurrency_limit=2)
     demo.queue(default_concurrency_limit=2, max_size=64)

@@ -82,8 +82,9 @@ def require_data(s: Settings) -> Path:
     if s.data_dir is None:
         st.info("This page needs the MM-IMDb data. Set the **MM-IMDb folder** in the sidebar "
                 f"or the `{DATA_ENV_VAR}` environment variable to the folder that holds "
-                "`split.json` and `dataset/` (the official archive layout).")
-        st.warning(md_escape(s.data_problem or ""))
+                "`split.json` and `dataset/` (the official archive layout).\n\n" + HOW_TO_GET_DATA)
+        if str(st.session_state.get("data_dir", "")).strip():
+            st.warning(md_escape(s.data_problem or ""))  # names the user's path: escaped
         st.stop()
     return s.data_dir
 

@@ -156,7 +156,7 @@ class Server:
                                 "--server.headless", "true", "--server.address", "127.0.0.1",
                                 "--server.port", str(streamlit_port), "--server.fileWatcherType", "none",
                                 "--server.runOnSave", "false", "--server.maxUploadSize", "20",
-                                "--browser.gatherUsageStats", "false"],
+                                "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"],
                   self.tmp / "streamlit.log", env),
             Child("gradio", [sys.executable, "-m", "dashboard.gradio_app", "--host", "127.0.0.1",
                              "--port", str(gradio_port), "--root-path", GRADIO_PREFIX],

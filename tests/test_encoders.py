@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 
@@ -26,7 +25,6 @@ from mmgenre.errors import EncoderUnavailableError, InputError
 REAL_WEIGHTS = {"minilm", "efficientnet-lite0"}
 TINY_TRANSFORMER = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}
 TINY = {"vit-b16": {"arch": "vit_tiny_patch16_224", "depth": 2}}
-DATA = Path(os.environ.get("MMGENRE_DATA", "/work/shared/mmimdb-lite"))
 
 
 def _build(kind: str, name: str):
@@ -398,11 +396,9 @@ def test_image_encoders_unavailable_offline(monkeypatch, tmp_path):
         build_encoder("image", "vit-b16")
 
 
-def test_efficientnet_lite0_sees_posters_as_posters():
+def test_efficientnet_lite0_sees_posters_as_posters(lite_data):
     """ImageNet sanity check of the bundled weights + TF-style scaling on real MM-IMDb posters."""
-    posters = sorted(DATA.glob("dataset/*.jpeg"))[:8]
-    if not posters:
-        pytest.skip(f"MM-IMDb posters not found under {DATA} (set MMGENRE_DATA)")
+    posters = sorted(lite_data.glob("dataset/*.jpeg"))[:8]
     enc = build_encoder("image", "efficientnet-lite0")
     with torch.no_grad():
         logits = enc.net(enc.preprocess_batch([Image.open(p) for p in posters]))

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--protocol", choices=("complete-dev", "official"), default=d.protocol,
+                   help="complete-dev: dev movies missing a modality train, complete ones tune (default)")
     p.add_argument("--train-on-dev-fraction", type=float, default=d.train_on_dev_fraction)
     p.add_argument("--cache", help="feature cache folder (default: $MMGENRE_CACHE or ~/.cache/mmgenre)")
     p.add_argument("--cv", type=int, default=0, help="K-fold cross-validation on --cv-split instead of one fit")

@@ -33,6 +33,10 @@ class TrainConfig:
     train_split: str = "train"
     dev_split: str = "dev"
     test_split: str = "test"
+    # "complete-dev": dev movies lacking a poster or a plot join training (real MM-IMDb text the
+    # models can learn from) and every model tunes on the dev movies that have both, the condition
+    # of the test set; with full MM-IMDb, where every dev movie is complete, it equals "official".
+    protocol: str = "complete-dev"
     train_on_dev_fraction: float = 0.0  # >0: move this share of dev into training (stratified, seeded)
     cv: int = 0                        # >0: k-fold cross-validation on cv_split instead of one fit
     cv_split: str = "dev"

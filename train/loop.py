@@ -62,11 +62,19 @@ def load_features(ds: MMIMDb, cfg: TrainConfig, kinds: list[str]) -> dict:
 
 
 def protocol_splits(ds: MMIMDb, cfg: TrainConfig) -> dict[str, list[str]]:
-    """train/dev/test ids; with train_on_dev_fraction > 0 a stratified share of dev joins train."""
+    """train/dev/test ids under ``cfg.protocol`` (see TrainConfig); with train_on_dev_fraction > 0
+    a stratified share of the remaining dev joins train."""
     for name in (cfg.train_split, cfg.dev_split, cfg.test_split):
         if name not in ds.splits:
             raise InputError(f"split {name!r} is not in {ds.root}/split.json (has {sorted(ds.splits)})")
     train, dev = list(ds.splits[cfg.train_split]), list(ds.splits[cfg.dev_split])
+    if cfg.protocol == "complete-dev":
+        complete = [i for i in dev if ds[i].has_plot and ds[i].has_poster]
+        if complete:
+            train += [i for i in dev if not (ds[i].has_plot and ds[i].has_poster)]
+            dev = complete
+    elif cfg.protocol != "official":
+        raise InputError(f"unknown protocol {cfg.protocol!r}; use complete-dev or official")
     if cfg.train_on_dev_fraction > 0:
         f = cfg.train_on_dev_fraction
         parts = stratified_resplit(dev, ds.labels(dev), seed=cfg.seed, fractions=(f, 1 - f, 0.0))
@@ -159,7 +167,7 @@ def train_head(name: str, train: FeatureTable, y_train: np.ndarray, dev: Feature
             nn.utils.clip_grad_norm_(head.parameters(), 5.0)
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         probs = predict_table(head, dev)
         thr = M.tune_thresholds(y_dev, probs)
         score = M.compute_metrics(y_dev, probs, thr)["macro_f1"]

@@ -3,6 +3,7 @@ curves, a paired bootstrap test, unimodal-vs-multimodal gains and complete-pair 
 Reads checkpoint folders only; no data folder needed."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -54,7 +55,7 @@ with loaders.guard():
         long = pd.DataFrame(rows)
         fig = px.bar(long, x="model", y="value", color="metric", barmode="group",
                      error_y="plus", error_y_minus="minus", labels={"model": "", "value": ""})
-        fig.update_layout(height=420, margin=dict(t=10, b=10))
+        fig.update_layout(height=420, margin=dict(t=40, b=10))
         st.plotly_chart(fig)
         st.caption("Error bars: 95% bootstrap intervals over test movies (where the checkpoint "
                    "stored them).")
@@ -67,12 +68,12 @@ with loaders.guard():
         fig = px.imshow(mat, color_continuous_scale="Viridis", zmin=0, zmax=1, aspect="auto",
                         text_auto=".2f", labels=dict(x="", y="", color="F1"))
         fig.update_traces(textfont_size=9)
-        fig.update_layout(height=max(260, 34 * len(mat) + 120), margin=dict(t=10, b=10))
+        fig.update_layout(height=max(280, 34 * len(mat) + 160), margin=dict(t=40, b=10))
         st.plotly_chart(fig)
 
     st.subheader("Precision-recall and ROC curves")
     c1, c2 = st.columns([1, 3])
-    genre = c1.selectbox("Genre", GENRES, key="curve_genre")
+    genre = c1.selectbox("Genre", GENRES, key="curve_genre", bind="query-params")
     picked = c2.multiselect("Models", list(board["model"]), default=list(board["model"][:3]),
                             key="curve_models")
     pr, roc = go.Figure(), go.Figure()
@@ -103,10 +104,10 @@ with loaders.guard():
 
     st.subheader("Paired significance test")
     c = st.columns([1, 1, 1])
-    model_a = c[0].selectbox("Model A", list(board["model"]), index=0, key="paired_a")
+    model_a = c[0].selectbox("Model A", list(board["model"]), index=0, key="paired_a", bind="query-params")
     model_b = c[1].selectbox("Model B", list(board["model"]), index=min(1, len(board) - 1),
-                             key="paired_b")
-    key = c[2].selectbox("Metric", METRIC_KEYS, index=METRIC_KEYS.index("micro_f1"), key="paired_key")
+                             key="paired_b", bind="query-params")
+    key = c[2].selectbox("Metric", METRIC_KEYS, index=METRIC_KEYS.index("micro_f1"), key="paired_key", bind="query-params")
     if model_a == model_b:
         st.info("Choose two different models.")
     else:
@@ -126,20 +127,24 @@ with loaders.guard():
     st.subheader("Does fusion help? Multimodal vs best unimodal")
     gain_metric = st.selectbox("Metric", metric_options,
                                index=metric_options.index("micro_f1") if "micro_f1" in metric_options else 0,
-                               key="gain_metric")
+                               key="gain_metric", bind="query-params")
     gains = A.modality_gains(board, gain_metric)
     if gains.empty:
         st.info("Needs at least one multimodal and one unimodal checkpoint.")
     else:
-        fig = px.bar(gains, x="model", y="gain", color="gain", color_continuous_scale="RdBu",
-                     color_continuous_midpoint=0.0, hover_data=["best_unimodal", "unimodal_value"],
-                     labels={"model": "", "gain": f"{gain_metric} gain"})
-        fig.update_layout(height=340, margin=dict(t=10, b=10), coloraxis_showscale=False)
-        a, b = st.columns([3, 2])
-        a.plotly_chart(fig)
-        b.dataframe(gains, hide_index=True, column_config={
+        helps = gains.assign(effect=np.where(gains["gain"] >= 0, "fusion helps", "fusion hurts"))
+        fig = px.bar(helps, x="model", y="gain", color="effect", text="gain",
+                     color_discrete_map={"fusion helps": "#1f77b4", "fusion hurts": "#d62728"},
+                     hover_data=["best_unimodal", "unimodal_value"],
+                     labels={"model": "", "gain": f"{gain_metric} gain", "effect": ""})
+        fig.update_traces(texttemplate="%{text:+.3f}", textposition="outside", cliponaxis=False)
+        fig.update_layout(height=340, margin=dict(t=40, b=10))
+        st.plotly_chart(fig)
+        st.dataframe(gains, hide_index=True, column_config={
             c: st.column_config.NumberColumn(format="%+.4f" if c == "gain" else "%.4f")
             for c in (gain_metric, "unimodal_value", "gain")})
+        st.caption("Gain: the multimodal model's figure minus that of the best unimodal model "
+                   "among those reading one of its modalities (positive: fusion helps).")
 
     st.subheader("All test movies vs complete pairs (plot and poster both present)")
     complete_cols = [f"{k}_complete" for k in F1_KEYS if f"{k}_complete" in board.columns]
@@ -147,12 +152,12 @@ with loaders.guard():
         st.info("These checkpoints stored no complete-pair figures.")
     else:
         pair_key = st.selectbox("F1", [c.removesuffix("_complete") for c in complete_cols],
-                                key="complete_key")
+                                key="complete_key", bind="query-params")
         long = pd.concat([
             pd.DataFrame({"model": board["model"], "movies": "all test movies", "value": board[pair_key]}),
             pd.DataFrame({"model": board["model"], "movies": "complete pairs",
                           "value": board[f"{pair_key}_complete"]})])
         fig = px.bar(long, x="model", y="value", color="movies", barmode="group",
                      labels={"model": "", "value": pair_key})
-        fig.update_layout(height=340, margin=dict(t=10, b=10))
+        fig.update_layout(height=340, margin=dict(t=40, b=10))
         st.plotly_chart(fig)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
@@ -44,29 +46,38 @@ with loaders.guard():
                  labels={"share": "share of movies", "movies": "movies", "genre": ""})
     if as_share:
         fig.update_yaxes(tickformat=".0%")
-    fig.update_layout(height=420, margin=dict(t=30, b=10), legend_title_text="split")
+    fig.update_layout(height=420, margin=dict(t=40, b=10), legend_title_text="split")
     st.plotly_chart(fig)
 
     st.subheader("Genre co-occurrence")
     left, right = st.columns([1, 3])
-    split = left.selectbox("Split", ["all", *ds.splits], key="cooc_split")
-    normalise = left.toggle("Row-normalise (P(column | row))", value=False)
+    split = left.selectbox("Split", ["all", *ds.splits], key="cooc_split", bind="query-params")
+    normalise = left.toggle("Row shares", value=False,
+                            help="Each row divided by its diagonal: the share of the row genre's "
+                                 "movies that also carry the column genre.")
     co = loaders.cooccurrence(str(root), stamp, None if split == "all" else split)
-    shown = co.div(co.to_numpy().diagonal().clip(min=1), axis=0) if normalise else co
-    fig = px.imshow(shown, color_continuous_scale="Blues", aspect="auto",
-                    labels=dict(x="", y="", color="P" if normalise else "movies"),
+    values = co.to_numpy().astype(float)
+    if normalise:
+        values = values / values.diagonal().clip(min=1)[:, None]
+    # The diagonal (a genre's own count) would swamp the colour scale: scale to the pairs.
+    off = values[~np.eye(len(values), dtype=bool)]
+    fig = px.imshow(pd.DataFrame(values, index=co.index, columns=co.columns),
+                    color_continuous_scale="Blues", aspect="auto", zmin=0,
+                    zmax=float(off.max()) if off.size and off.max() > 0 else None,
+                    labels=dict(x="", y="", color="share" if normalise else "movies"),
                     text_auto=".2f" if normalise else True)
-    fig.update_layout(height=640, margin=dict(t=10, b=10))
+    fig.update_layout(height=660, margin=dict(t=40, b=10))
     fig.update_traces(textfont_size=9)
     right.plotly_chart(fig)
-    left.caption("Diagonal: movies carrying the genre. Off-diagonal: movies carrying both.")
+    left.caption("Diagonal: movies carrying the genre. Off-diagonal: movies carrying both. "
+                 "Colours are scaled to the largest off-diagonal cell.")
 
     st.subheader("Plot lengths and poster sizes")
     a, b = st.columns(2)
     lengths = tables["lengths"]
-    fig = px.histogram(lengths[lengths["words"] > 0], x="words", color="split", barmode="overlay",
-                       nbins=60, opacity=0.6, labels={"words": "plot length (words)"})
-    fig.update_layout(height=360, margin=dict(t=30, b=10), title="Plot length")
+    fig = px.box(lengths[lengths["words"] > 0], x="split", y="words", color="split", log_y=True,
+                 points="outliers", labels={"words": "plot length (words, log scale)", "split": ""})
+    fig.update_layout(height=360, margin=dict(t=40, b=10), title="Plot length", showlegend=False)
     a.plotly_chart(fig)
     posters = tables["posters"]
     if posters.empty:
@@ -75,7 +86,7 @@ with loaders.guard():
         fig = px.scatter(posters, x="width", y="height", color="split", opacity=0.5,
                          hover_data={"imdb_id": True, "kbytes": ":.0f"},
                          labels={"width": "width (px)", "height": "height (px)"})
-        fig.update_layout(height=360, margin=dict(t=30, b=10), title="Poster size")
+        fig.update_layout(height=360, margin=dict(t=40, b=10), title="Poster size")
         b.plotly_chart(fig)
 
     st.subheader("Missing modalities")
@@ -85,14 +96,14 @@ with loaders.guard():
     long = missing.melt(id_vars="split", value_vars=["poster_and_plot", "plot_only", "poster_only"],
                         var_name="available", value_name="movies")
     fig = px.bar(long, x="split", y="movies", color="available", barmode="stack")
-    fig.update_layout(height=300, margin=dict(t=10, b=10))
+    fig.update_layout(height=300, margin=dict(t=40, b=10))
     b.plotly_chart(fig)
 
     st.subheader("Poster gallery")
     f = st.columns([1, 1, 2])
-    g_split = f[0].selectbox("Split", ["all", *ds.splits], key="gallery_split")
-    g_genre = f[1].selectbox("Genre", ["all", *GENRES], key="gallery_genre")
-    g_query = f[2].text_input("Title contains", key="gallery_query", max_chars=100)
+    g_split = f[0].selectbox("Split", ["all", *ds.splits], key="gallery_split", bind="query-params")
+    g_genre = f[1].selectbox("Genre", ["all", *GENRES], key="gallery_genre", bind="query-params")
+    g_query = f[2].text_input("Title contains", key="gallery_query", bind="query-params", max_chars=100)
     movies = [m for m in A.find_movies(ds, split=None if g_split == "all" else g_split,
                                        genre=None if g_genre == "all" else g_genre, query=g_query)
               if m.has_poster]
@@ -101,7 +112,7 @@ with loaders.guard():
     else:
         pages = math.ceil(len(movies) / PER_PAGE)
         st.caption(f"{len(movies):,} posters, {pages} page(s)")
-        page = st.pagination(pages, key="gallery_page") if pages > 1 else 1
+        page = st.pagination(pages, key="gallery_page", bind="query-params") if pages > 1 else 1
         page = min(max(int(page), 1), pages)
         chunk = movies[(page - 1) * PER_PAGE: page * PER_PAGE]
         for row in range(0, len(chunk), COLUMNS):

@@ -12,44 +12,48 @@ from dashboard import loaders, views
 from mmgenre import analysis as A
 from mmgenre import viz
 from mmgenre.genres import GENRES
+from mmgenre.models import model_modalities
 
 MAX_OPTIONS = 2000
 BROWSE = {"title": "All movies", "errors": "Errors of one model", "disagree": "Where two models disagree"}
-ERROR_LABELS = {"false_positive": "false positives (predicted, not true)",
-                "false_negative": "false negatives (true, not predicted)"}
+ERROR_LABELS = {"false_positive": "false positives", "false_negative": "false negatives"}
 
 st.title("Movie explorer")
 s = loaders.settings()
 root = loaders.require_data(s)
 
 
-def pick_movie(ds, names: list[str]) -> str | None:
-    """The filters and the movie picker; returns the chosen imdb_id."""
+def pick_movie(ds, names: list[str]) -> tuple[str | None, str | None]:
+    """The filters and the movie picker: (chosen imdb_id, genre in focus or None)."""
     mode = st.segmented_control("Browse", list(BROWSE), format_func=BROWSE.get, default="title",
-                                required=True, key="browse_mode")
+                                required=True, key="browse_mode", bind="query-params")
     c = st.columns(4)
     splits = ["all", *ds.splits]
     split = c[0].selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0,
-                           key="movie_split")
+                           key="movie_split", bind="query-params")
     split = None if split == "all" else split
     ids: list[str] | None = None
-    note = ""
+    note, focus = "", None
     if mode == "errors" and names:
-        model = c[1].selectbox("Model", names, key="err_model")
-        genre = c[2].selectbox("Genre", GENRES, key="err_genre")
-        kind = c[3].selectbox("Error", list(ERROR_LABELS), format_func=ERROR_LABELS.get, key="err_kind")
+        model = c[1].selectbox("Model", names, key="err_model", bind="query-params")
+        genre = c[2].selectbox("Genre", GENRES, key="err_genre", bind="query-params")
+        kind = c[3].selectbox("Error", list(ERROR_LABELS), format_func=ERROR_LABELS.get, key="err_kind", bind="query-params")
+        focus = genre
         pred, thr = loaders.predictions(s.checkpoints, model)
         errors = A.genre_errors(pred, thr, genre, kind, split=split)
         ids = errors["imdb_id"].tolist()
-        note = f"{len(ids)} {ERROR_LABELS[kind].split(' (')[0]} of {model} for {genre}, most confident first."
+        note = (f"{len(ids)} {ERROR_LABELS[kind]} of {model} for {genre} "
+                f"({'predicted but not true' if kind == 'false_positive' else 'true but not predicted'}), "
+                "most confident first.")
         with st.expander(f"Error table ({len(errors)})"):
             st.dataframe(errors, hide_index=True,
                          column_config={"probability": st.column_config.NumberColumn(format="%.3f"),
                                         "threshold": st.column_config.NumberColumn(format="%.2f")})
     elif mode == "disagree" and len(names) >= 2:
-        a = c[1].selectbox("Model A", names, index=0, key="dis_a")
-        b = c[2].selectbox("Model B", names, index=1, key="dis_b")
-        genre = c[3].selectbox("On genre", ["any", *GENRES], key="dis_genre")
+        a = c[1].selectbox("Model A", names, index=0, key="dis_a", bind="query-params")
+        b = c[2].selectbox("Model B", names, index=1, key="dis_b", bind="query-params")
+        genre = c[3].selectbox("On genre", ["any", *GENRES], key="dis_genre", bind="query-params")
+        focus = None if genre == "any" else genre
         pa, ta = loaders.predictions(s.checkpoints, a)
         pb, tb = loaders.predictions(s.checkpoints, b)
         dis = A.disagreements(pa, ta, pb, tb, split=split, genre=None if genre == "any" else genre)
@@ -60,44 +64,57 @@ def pick_movie(ds, names: list[str]) -> str | None:
     else:
         if mode != "title":
             st.info("Needs trained checkpoints (two for disagreements) in the checkpoints folder.")
-        genre = c[1].selectbox("Genre", ["any", *GENRES], key="title_genre")
+        genre = c[1].selectbox("Genre", ["any", *GENRES], key="title_genre", bind="query-params")
         if genre != "any":
             ids = [m.imdb_id for m in A.find_movies(ds, split=split, genre=genre)]
-    query = st.text_input("Title contains", key="movie_query", max_chars=100)
+    query = st.text_input("Title contains", key="movie_query", bind="query-params", max_chars=100)
     movies = A.find_movies(ds, split=split, query=query, ids=ids)
     if note:
         st.caption(loaders.md_escape(note))
     if not movies:
         st.info("No movie matches these filters.")
-        return None
+        return None, focus
     shown = movies[:MAX_OPTIONS]
     label = {m.imdb_id: A.movie_label(m) for m in shown}
     chosen = st.selectbox(f"Movie ({len(movies):,} match" + (f", first {MAX_OPTIONS} listed)" if
                                                           len(movies) > MAX_OPTIONS else ")"),
-                          list(label), format_func=label.get, key="movie_id")
-    return chosen
+                          list(label), format_func=label.get, key="movie_id", bind="query-params")
+    return chosen, focus
 
 
-def show_explanation(ds, movie, names: list[str], preds: dict) -> None:
+def default_model(usable: list[str], preferred: str | None) -> int:
+    """Index of the model to explain first: the one browsed, else the first that reads both
+    the poster and the plot (it has the most to show), else the first."""
+    if preferred in usable:
+        return usable.index(preferred)
+    both = [i for i, n in enumerate(usable) if {"text", "image"} <= set(model_modalities(n))]
+    return both[0] if both else 0
+
+
+def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None) -> None:
     usable = [n for n in names if n in preds]
     if not usable:
         st.info("No trained checkpoints to explain with.")
         return
     c = st.columns([1, 1, 2])
-    model = c[0].selectbox("Explain model", usable, key="explain_model")
+    browsed = st.session_state.get("err_model") if st.session_state.get("browse_mode") == "errors" else None
+    model = c[0].selectbox("Explain model", usable, index=default_model(usable, browsed),
+                           key="explain_model", bind="query-params")
     pred, thr = preds[model]
     row = pred[pred["imdb_id"] == movie.imdb_id]
-    # Default genre: the model's most probable genre for this movie (from its predictions file).
+    # Default genre: the one being browsed, else the model's most probable genre for this movie.
     default = 0
-    if not row.empty:
+    if focus in GENRES:
+        default = GENRES.index(focus)
+    elif not row.empty:
         probs = row[list(A.PROB_COLUMNS)].to_numpy(dtype=np.float64)[0]
         default = int(np.argmax(probs))
-    genre = c[1].selectbox("Genre", GENRES, index=default, key=f"explain_genre_{movie.imdb_id}_{model}")
+    genre = c[1].selectbox("Genre", GENRES, index=default, key=f"explain_genre_{movie.imdb_id}_{model}_{focus}")
     with loaders.guard():
         expl = loaders.explanation(s.checkpoints, model, root, movie.imdb_id, [genre])
         c[2].caption(f"Explained in {expl.timings.get('total', 0):.1f} s on first view (cached after). "
                      + loaders.md_escape(views.modality_text(expl) or ""))
-        left, right = st.columns([2, 3])
+        left, right = st.columns([1, 1])
         with left:
             overlay = views.cam_overlay(expl, genre)
             if overlay is not None:
@@ -146,7 +163,10 @@ def show_explanation(ds, movie, names: list[str], preds: dict) -> None:
             if expl.modality and (expl.modality.get("ablation") or expl.modality.get("weights")
                                   or expl.modality.get("gate_text_share") is not None):
                 st.subheader("Modality use")
-                st.plotly_chart(viz.modality_figure(expl.modality), key="modality")
+                fig = viz.modality_figure(expl.modality)
+                # More room between the share panel and the removal panel's axis title.
+                fig.update_layout(xaxis2={"domain": [0.45, 1.0]}, margin=dict(t=40))
+                st.plotly_chart(fig, key="modality")
         with b:
             st.subheader("Detected objects")
             img = views.objects_image(expl)
@@ -163,7 +183,7 @@ with loaders.guard():
     ds = loaders.load_dataset(root)
     names = loaders.models(s.checkpoints)
     preds = loaders.all_predictions(s.checkpoints)
-    imdb_id = pick_movie(ds, names)
+    imdb_id, focus = pick_movie(ds, names)
     if imdb_id is not None and imdb_id in ds:
         movie = ds[imdb_id]
         st.divider()
@@ -179,4 +199,4 @@ with loaders.guard():
             st.subheader("True vs predicted genres, every model")
             st.dataframe(table, hide_index=True)
         st.subheader("Explanation")
-        show_explanation(ds, movie, names, preds)
+        show_explanation(ds, movie, names, preds, focus)

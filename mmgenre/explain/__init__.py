@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mmgenre.encoders import build_encoder, default_encoder
 from mmgenre.errors import EncoderUnavailableError, InputError
@@ -242,13 +243,11 @@ def _explain_neural(predictor, inputs, genres, timer: _Timer, ig_steps: int, fai
         targets = choose_genres(genres, probs3[0], fmt["predicted"])
     exp = _base(predictor, inputs, fmt, targets)
 
-    cams_in: dict[int, np.ndarray] = {}
-    if image_enc is not None and pixels is not None and targets:
+    cam_model = PixelsToLogits(head, image_enc, batch) if image_enc is not None else None
+    if cam_model is not None and pixels is not None and targets:
         with timer.part("gradcam"):
-            cam_model = PixelsToLogits(head, image_enc, batch)
             maps = gradcam_maps(cam_model, pixels, targets)
-            cams_in = dict(zip(targets, maps))
-            exp.poster_cam = {GENRES[t]: to_poster(cams_in[t], image_enc, inputs.poster.size) for t in targets}
+            exp.poster_cam = {GENRES[t]: to_poster(m, image_enc, inputs.poster.size) for t, m in zip(targets, maps)}
 
     wa = None
     if text_enc is not None and inputs.has_plot:
@@ -269,10 +268,7 @@ def _explain_neural(predictor, inputs, genres, timer: _Timer, ig_steps: int, fai
         with timer.part("faithfulness"):
             exp.faithfulness = {}
             if exp.poster_cam:
-                cam_model = PixelsToLogits(head, image_enc, batch)
-
                 def logits_fn(images: list[np.ndarray]) -> np.ndarray:
-                    from PIL import Image
                     px = torch.stack([image_enc.preprocess(Image.fromarray(im)) for im in images])
                     with torch.no_grad():
                         return cam_model(px).double().numpy()

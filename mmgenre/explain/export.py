@@ -79,7 +79,7 @@ def write_explanation(exp: Explanation, out: Path) -> list[str]:
         files.append("cross_attention.html")
     record = exp.to_dict()
     record["files"] = files + ["explanation.json"]
-    write_text(out / "explanation.json", json.dumps(record, indent=1, ensure_ascii=False))
+    write_text(out / "explanation.json", json.dumps(record, ensure_ascii=False, separators=(",", ":")))
     files.append("explanation.json")
     return files
 

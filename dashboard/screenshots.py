@@ -1,0 +1,197 @@
+"""Screenshots of every page: ``python -m dashboard.screenshots [OUT] [--data DIR]``.
+
+Starts ``dashboard.serve`` on a free port, then captures each Streamlit page (by its
+``st.navigation`` URL path) and the Gradio app (``/gradio/``) with headless Debian ``chromium``
+(``apt-get install -y chromium``) into OUT (default ``screenshots/``, git-ignored).
+
+Streamlit draws the page over a websocket after the HTML has loaded, so ``--screenshot`` with a
+virtual-time budget catches only the loading skeleton. Instead chromium runs with a DevTools port
+and this script (over the DevTools protocol) loads each URL, waits until the app reports no
+running script, no spinner and no skeleton, sizes the window to the whole page and captures it.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from dashboard.serve import Server, answers, free_port
+
+# name -> (URL path, width). The first page of st.navigation is served at "/"; query parameters
+# set widgets bound with bind="query-params".
+SHOTS: dict[str, str] = {
+    "dataset": "/",
+    "compare": "/compare",
+    "movie": "/movie?explain_model=gmu",
+    "movie_cross_attention": "/movie?explain_model=cross_attention",
+    # Bound widgets with a format_func take the shown label in the URL.
+    "movie_errors": "/movie?browse_mode=Errors+of+one+model&err_model=gmu&err_genre=Comedy"
+                    "&err_kind=false+positives&explain_model=gmu",
+    "predict": "/predict",
+    "gradio": "/gradio/",
+    "gradio_result": "/gradio/",
+}
+# Clicks made after a page is ready, and what must be true before the shot is taken.
+ACTIONS: dict[str, tuple[str, str]] = {
+    "gradio_result": (
+        "document.querySelector('tr.tr-body').click();"
+        "setTimeout(() => Array.from(document.querySelectorAll('button'))"
+        ".find(b => b.textContent.trim() === 'Predict').click(), 1500); true",
+        "!document.querySelector('.pending') && !!document.querySelector('.w')"
+        " && !!document.querySelector('[data-testid=\"label-output-value\"]')"),
+}
+CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                "--disable-dev-shm-usage"]
+WIDTH, MIN_HEIGHT, MAX_HEIGHT = 1400, 1000, 9000
+
+# True once the page has finished drawing (Streamlit: no running script, spinner or skeleton;
+# Gradio: its container is there and nothing is pending). Images must have loaded too.
+READY_JS = """(() => {
+  const q = s => document.querySelector(s);
+  const imgs = Array.from(document.images).every(i => i.complete);
+  if (location.pathname.startsWith('/gradio')) {
+    return !!q('.gradio-container') && !q('.pending') && imgs;
+  }
+  const running = q('[data-testid="stStatusWidget"]');
+  return !!q('[data-testid="stMain"]') && !running && !q('[data-testid="stSpinner"]')
+         && !q('[data-testid="stSkeleton"]') && !!q('h1') && imgs;
+})()"""
+HEIGHT_JS = """(() => {
+  const m = document.querySelector('[data-testid="stMain"]') || document.scrollingElement;
+  const inner = document.querySelector('[data-testid="stMainBlockContainer"]');
+  return Math.max(document.body.scrollHeight, m ? m.scrollHeight : 0,
+                  inner ? inner.getBoundingClientRect().height + 120 : 0);
+})()"""
+
+
+def find_chromium() -> str | None:
+    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
+                 if p), None)
+
+
+class Browser:
+    """Headless chromium driven over the DevTools protocol (one tab)."""
+
+    def __init__(self, chrome: str):
+        from websockets.sync.client import connect
+
+        self.profile = tempfile.mkdtemp(prefix="mmgenre-chrome-")
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [chrome, *CHROME_FLAGS, f"--user-data-dir={self.profile}", f"--window-size={WIDTH},{MIN_HEIGHT}",
+             f"--remote-debugging-port={port}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not answers(f"http://127.0.0.1:{port}/json/version"):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("chromium did not start its DevTools endpoint")
+            time.sleep(0.3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as r:  # noqa: S310
+            page = next(t for t in json.load(r) if t["type"] == "page")
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=2**28, open_timeout=30)
+        self._id = 0
+        self.call("Page.enable")
+
+    def call(self, method: str, **params):
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=120))
+            if msg.get("id") == self._id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def set_size(self, height: int) -> None:
+        self.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=height, deviceScaleFactor=1,
+                  mobile=False)
+
+    def wait_ready(self, timeout: float, extra: str | None = None) -> bool:
+        deadline, calm = time.monotonic() + timeout, 0
+        check = READY_JS if extra is None else f"({READY_JS}) && ({extra})"
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            calm = calm + 1 if self.evaluate(check) else 0
+            if calm >= 4:  # ready for 2 s in a row: reruns and chart drawing are over
+                return True
+        return False
+
+    def shoot(self, url: str, out: Path, timeout: float = 300.0,
+              action: tuple[str, str] | None = None) -> bool:
+        self.set_size(MIN_HEIGHT)
+        self.call("Page.navigate", url=url)
+        ready = self.wait_ready(timeout)
+        if action is not None:
+            self.evaluate(action[0])
+            time.sleep(2.0)
+            ready = self.wait_ready(timeout, action[1])
+        height = int(min(MAX_HEIGHT, max(MIN_HEIGHT, self.evaluate(HEIGHT_JS) or MIN_HEIGHT)))
+        self.set_size(height)
+        # A taller window may draw more (lazy charts).
+        ready = self.wait_ready(60, None if action is None else action[1]) and ready
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        out.write_bytes(base64.b64decode(data))
+        return ready
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        finally:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dashboard.screenshots", description=__doc__.split("\n")[0])
+    p.add_argument("out", nargs="?", default="screenshots", help="output folder (default screenshots/)")
+    p.add_argument("--data", help="MM-IMDb folder (default $MMGENRE_DATA)")
+    p.add_argument("--checkpoints", help="checkpoints folder (default $MMGENRE_CHECKPOINTS or ./checkpoints)")
+    p.add_argument("--only", nargs="*", choices=list(SHOTS), help="capture only these")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a page to draw")
+    args = p.parse_args(argv)
+    chrome = find_chromium()
+    if chrome is None:
+        print("chromium is not installed: apt-get install -y chromium", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = Server(port=port, host="127.0.0.1", streamlit_port=free_port(), gradio_port=free_port(),
+                    data=args.data, checkpoints=args.checkpoints)
+    browser = None
+    try:
+        server.start()
+        browser = Browser(chrome)
+        base = f"http://127.0.0.1:{port}"
+        for name in args.only or SHOTS:
+            target = out / f"{name}.png"
+            t0 = time.perf_counter()
+            ready = browser.shoot(base + SHOTS[name], target, args.timeout, ACTIONS.get(name))
+            note = "" if ready else "  (still drawing at the timeout)"
+            print(f"{target}  ({time.perf_counter() - t0:.0f} s){note}", flush=True)
+    finally:
+        if browser is not None:
+            browser.close()
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.exit(main())
