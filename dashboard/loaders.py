@@ -26,7 +26,6 @@ CHECKPOINTS_ENV_VAR = "MMGENRE_CHECKPOINTS"
 # "1" greys out the path settings (a public Space should not let visitors point it elsewhere).
 LOCK_PATHS_ENV_VAR = "MMGENRE_LOCK_PATHS"
 GRADIO_URL_ENV_VAR = "MMGENRE_GRADIO_URL"
-DEFAULT_GRADIO_URL = "/gradio/"
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:=^&\"'])")
 
@@ -228,5 +227,8 @@ def explanation(root: Path, model: str, data_root: Path, imdb_id: str, genres: l
                         data_stamp(data_root), imdb_id, tuple(genres))
 
 
-def gradio_url() -> str:
-    return os.environ.get(GRADIO_URL_ENV_VAR, "").strip() or DEFAULT_GRADIO_URL
+def gradio_url() -> str | None:
+    """Where the Gradio demo is served: ``$MMGENRE_GRADIO_URL`` (``dashboard.serve`` sets it to
+    ``/gradio/``, the same origin), or None when Streamlit runs alone. Operator-set only: a
+    visitor can never choose what the Predict page embeds."""
+    return os.environ.get(GRADIO_URL_ENV_VAR, "").strip() or None

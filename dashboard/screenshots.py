@@ -56,6 +56,7 @@ WIDTH, MIN_HEIGHT, MAX_HEIGHT = 1400, 1000, 9000
 # True once the page has finished drawing (Streamlit: no running script, spinner or skeleton;
 # Gradio: its container is there and nothing is pending). Images must have loaded too.
 READY_JS = """(() => {
+  if (window.__mmgenreOld) return false;  // still the previous document
   const q = s => document.querySelector(s);
   const imgs = Array.from(document.images).every(i => i.complete);
   if (location.pathname.startsWith('/gradio')) {
@@ -97,7 +98,9 @@ class Browser:
             time.sleep(0.3)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as r:  # noqa: S310
             page = next(t for t in json.load(r) if t["type"] == "page")
-        self.ws = connect(page["webSocketDebuggerUrl"], max_size=2**28, open_timeout=30)
+        # legacy=True: a plain connection object (no reconnecting context manager).
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=2**28, open_timeout=30, legacy=True,
+                          ping_interval=None)
         self._id = 0
         self.call("Page.enable")
 
@@ -118,29 +121,43 @@ class Browser:
         self.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=height, deviceScaleFactor=1,
                   mobile=False)
 
-    def wait_ready(self, timeout: float, extra: str | None = None) -> bool:
-        deadline, calm = time.monotonic() + timeout, 0
+    def wait_ready(self, timeout: float, extra: str | None = None, calm_s: float = 2.0,
+                   poll_s: float = 0.1) -> float | None:
+        """Wait until the page is drawn and stays so for ``calm_s`` (reruns, chart drawing);
+        returns the monotonic time it first became ready, or None at the timeout."""
+        deadline, since = time.monotonic() + timeout, None
         check = READY_JS if extra is None else f"({READY_JS}) && ({extra})"
         while time.monotonic() < deadline:
-            time.sleep(0.5)
-            calm = calm + 1 if self.evaluate(check) else 0
-            if calm >= 4:  # ready for 2 s in a row: reruns and chart drawing are over
-                return True
-        return False
+            now = time.monotonic()
+            if self.evaluate(check):
+                since = since or now
+                if now - since >= calm_s:
+                    return since
+            else:
+                since = None
+            time.sleep(poll_s)
+        return None
+
+    def navigate(self, url: str) -> float:
+        """Start loading ``url``; returns the monotonic start time."""
+        self.evaluate("window.__mmgenreOld = true")  # the new document will not have it
+        t0 = time.monotonic()
+        self.call("Page.navigate", url=url)
+        return t0
 
     def shoot(self, url: str, out: Path, timeout: float = 300.0,
               action: tuple[str, str] | None = None) -> bool:
         self.set_size(MIN_HEIGHT)
-        self.call("Page.navigate", url=url)
-        ready = self.wait_ready(timeout)
+        self.navigate(url)
+        ready = self.wait_ready(timeout) is not None
         if action is not None:
             self.evaluate(action[0])
             time.sleep(2.0)
-            ready = self.wait_ready(timeout, action[1])
+            ready = self.wait_ready(timeout, action[1]) is not None
         height = int(min(MAX_HEIGHT, max(MIN_HEIGHT, self.evaluate(HEIGHT_JS) or MIN_HEIGHT)))
         self.set_size(height)
         # A taller window may draw more (lazy charts).
-        ready = self.wait_ready(60, None if action is None else action[1]) and ready
+        ready = self.wait_ready(60, None if action is None else action[1]) is not None and ready
         data = self.call("Page.captureScreenshot", format="png")["data"]
         out.write_bytes(base64.b64decode(data))
         return ready

@@ -32,7 +32,7 @@ def _cmd_features(args) -> dict:
     for kind in args.kinds.split(","):
         name = getattr(args, f"{kind}_encoder", None) or default_encoder(kind)
         fs = extract_features(ds, kind, name, cache_root=args.cache, skip_bad=args.skip_bad,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, shard_size=args.shard_size)
         out[kind] = {"encoder": name, "path": fs.meta["path"], "n": len(fs.ids),
                      "present": int(fs.present.sum()), "dim": fs.dim,
                      "bad_files": len(fs.meta.get("bad_files", []))}
@@ -50,6 +50,13 @@ def _cmd_models(args) -> dict:
     from .encoders import ENCODER_KINDS, encoder_info
     from .models import list_models
     return {"models": list_models(), "encoders": {k: encoder_info(k) for k in ENCODER_KINDS}}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image-encoder", dest="image_encoder")
     s.add_argument("--detector", dest="detector_encoder")
     s.add_argument("--cache")
-    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--batch-size", type=_positive_int, default=32)
+    s.add_argument("--shard-size", type=_positive_int, default=256,
+                   help="movies per cache shard: a killed run resumes from the last whole shard")
     s.add_argument("--skip-bad", action="store_true")
     s = sub.add_parser("validate", help="read a dataset and print its validation report")
     s.add_argument("--data")

@@ -9,6 +9,7 @@ tests come from :mod:`mmgenre.metrics`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from mmgenre.genres import GENRE_INDEX, GENRES, N_GENRES, normalize_genre, to_mu
 
 PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{g}" for g in GENRES)
 ERROR_KINDS = ("false_positive", "false_negative")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
 # ------------------------------------------------------------------------------ dataset
@@ -140,13 +142,14 @@ def movie_label(m: Movie) -> str:
 # ------------------------------------------------------------------------------ checkpoints
 def available_checkpoints(checkpoints: str | Path) -> list[str]:
     """Names of the sub-folders of ``checkpoints`` that hold a ``config.json``, in registry
-    order (then any others alphabetically). Missing folder -> []."""
+    order (then any others alphabetically). Missing folder -> []. Folder names with characters
+    other than letters, digits, ``_ . -`` are left out (they end up in UI labels and URLs)."""
     from mmgenre.models import list_models  # late: the registry imports torch
 
     root = Path(checkpoints)
     if not root.is_dir():
         return []
-    found = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    found = {p.name for p in root.iterdir() if p.is_dir() and _SAFE_NAME.match(p.name)
              and (p / CONFIG_FILE).is_file()}
     order = list_models()
     return [m for m in order if m in found] + sorted(found - set(order))

@@ -10,6 +10,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
+from .genres import N_GENRES
+
 TFIDF_PARAMS = {"sublinear_tf": True, "ngram_range": (1, 2), "min_df": 2, "max_features": 50_000,
                 "stop_words": "english", "strip_accents": "unicode"}
 
@@ -60,8 +62,18 @@ class TfidfLogReg:
 
     @classmethod
     def from_state(cls, weights: dict[str, np.ndarray], hparams: dict) -> "TfidfLogReg":
+        """Rebuild from :meth:`state`; ValueError when the arrays do not fit the vocabulary."""
         model = cls(C=float(hparams.get("C", 4.0)))
-        vocab = {w: i for i, w in enumerate(hparams["vocabulary"])}
+        words = hparams["vocabulary"]
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise ValueError("'vocabulary' must be a list of strings")
+        vocab = {w: i for i, w in enumerate(words)}
+        if set(weights) != {"idf", "coef", "intercept"}:
+            raise ValueError(f"expected arrays idf, coef, intercept; got {sorted(weights)}")
+        shapes = {"idf": (len(words),), "coef": (N_GENRES, len(words)), "intercept": (N_GENRES,)}
+        wrong = [f"{k} {weights[k].shape} (expected {v})" for k, v in shapes.items() if weights[k].shape != v]
+        if wrong or len(vocab) != len(words):
+            raise ValueError("; ".join(wrong) or "'vocabulary' has repeated words")
         params = {k: v for k, v in TFIDF_PARAMS.items() if k not in ("max_features", "min_df")}
         model.vectorizer = TfidfVectorizer(vocabulary=vocab, **params)
         model.vectorizer.idf_ = weights["idf"].astype(np.float64)

@@ -182,7 +182,7 @@ def read_movie_json(path: str | Path) -> dict:
         raise InputError(f"{path}: empty file, expected a JSON object")
     try:
         data = json.loads(raw.decode("utf-8-sig", errors="replace"))
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, or an int over 4300 digits
         raise InputError(f"{path}: corrupt JSON ({e})") from e
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
@@ -351,7 +351,7 @@ def _read_splits(path: Path) -> dict[str, list[Any]]:
         data = json.loads(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError as e:
         raise InputError(f"{path}: split file not found. " + HOW_TO_GET_DATA) from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8 / JSON, huge ints
         raise InputError(f"{path}: unreadable split file ({e})") from e
     if not isinstance(data, dict) or not data:
         raise InputError(f"{path}: expected an object like "

@@ -61,6 +61,43 @@ def _shared_encoder(kind: str, name: str, weights: str | None, pretrained: bool)
     return build_encoder(kind, name, weights=weights, pretrained=pretrained)
 
 
+def _build_head(path, ckpt: Checkpoint):
+    """The checkpoint's head with its weights loaded; InputError for any config/weights mismatch.
+
+    The head is first built on the meta device (nothing allocated) and its parameter shapes are
+    compared with the weights file, so a crafted config (say ``hidden: 10**9``) cannot make us
+    allocate terabytes; the real head is then no bigger than the weights file.
+    """
+    head_cfg = ckpt.config.get("head")
+    if not isinstance(head_cfg, dict) or not isinstance(head_cfg.get("hparams", {}), dict):
+        raise InputError(f"checkpoint {path}: its head config is incomplete or wrong (expected an object "
+                         "with 'dims' and 'hparams')")
+
+    def build():
+        return build_head(ckpt.model, head_cfg["dims"], head_cfg.get("n_genres", len(GENRES)),
+                          **head_cfg.get("hparams", {}))
+
+    try:
+        with torch.device("meta"):
+            probe = build()
+    except InputError as exc:
+        raise InputError(f"checkpoint {path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, ArithmeticError, RuntimeError, NotImplementedError) as exc:
+        raise InputError(f"checkpoint {path}: its head config is incomplete or wrong ({exc!r})") from None
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in ckpt.weights.items()}
+    if expected != found:
+        missing = sorted(set(expected) - set(found))[:3]
+        unexpected = sorted(set(found) - set(expected))[:3]
+        shapes = [f"{k}: {found[k]} vs {expected[k]}" for k in sorted(set(expected) & set(found))
+                  if found[k] != expected[k]][:3]
+        raise InputError(f"checkpoint {path}: weights do not match the model in its config "
+                         f"(missing {missing}, unexpected {unexpected}, shape file vs config {shapes})")
+    head = build()
+    head.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ckpt.weights.items()}, strict=True)
+    return head.eval()
+
+
 class Predictor:
     def __init__(self, checkpoint: Checkpoint, model, encoders: dict):
         self.checkpoint = checkpoint
@@ -82,30 +119,20 @@ class Predictor:
         if is_baseline(ckpt.model):
             try:
                 model = TfidfLogReg.from_state(ckpt.weights, cfg["head"]["hparams"])
-            except (KeyError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError) as exc:
                 raise InputError(f"checkpoint {path}: baseline weights do not match its config ({exc})") from None
             return cls(ckpt, model, {})
-        head_cfg = cfg.get("head", {})
-        try:
-            head = build_head(ckpt.model, head_cfg["dims"], head_cfg.get("n_genres", len(GENRES)),
-                              **head_cfg.get("hparams", {}))
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"checkpoint {path}: its head config is incomplete or wrong ({exc})") from None
-        state = {k: torch.from_numpy(v.copy()) for k, v in ckpt.weights.items()}
-        try:
-            head.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0:3]
-            raise InputError(f"checkpoint {path}: weights do not match the model in its config: {' '.join(first)}") from None
-        head.eval()
+        head = _build_head(path, ckpt)
         built = dict(encoders or {})
         for kind in encoder_kinds(ckpt.model):
             if kind not in built:
-                info = cfg["encoders"].get(kind)
+                info = cfg.get("encoders", {}).get(kind)
                 if info is None:
                     raise InputError(f"checkpoint {path}: config names no {kind} encoder")
-                built[kind] = _shared_encoder(kind, info["name"], info.get("weights"),
-                                              bool(info.get("pretrained", True)))
+                weights = info.get("weights")
+                if weights is not None and not isinstance(weights, str):
+                    raise InputError(f"checkpoint {path}: encoder {kind!r} 'weights' must be a path string")
+                built[kind] = _shared_encoder(kind, info["name"], weights, bool(info.get("pretrained", True)))
         return cls(ckpt, head, built)
 
     # -- features --------------------------------------------------------------------------

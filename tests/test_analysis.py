@@ -115,6 +115,9 @@ def two_models(tmp_path) -> Path:
     _write_checkpoint(tmp_path / "gmu", rows_a, thr, {"test": {"per_genre": per_genre}})
     _write_checkpoint(tmp_path / "text_only", rows_b, thr)
     (tmp_path / "not_a_checkpoint").mkdir()
+    odd = tmp_path / "<b>odd name"
+    odd.mkdir()
+    (odd / "config.json").write_text("{}")
     return tmp_path
 
 

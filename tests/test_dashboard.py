@@ -117,11 +117,17 @@ def test_movie_page_explains_and_browses_errors(monkeypatch, tiny_data, ui_check
 
 
 def test_predict_page_embeds_gradio_from_same_origin(monkeypatch, tmp_path):
+    monkeypatch.setenv("MMGENRE_GRADIO_URL", "/gradio/")  # what dashboard.serve sets
     at = run_page("predict", monkeypatch, "", tmp_path)
     no_exception(at)
     frames = at.get("iframe")
     assert len(frames) == 1
     assert "/gradio/" in str(frames[0].proto)
+    # Streamlit alone: no frame (it would show this app again), a note on how to run the demo.
+    monkeypatch.delenv("MMGENRE_GRADIO_URL")
+    at = run_page("predict", monkeypatch, "", tmp_path)
+    no_exception(at)
+    assert not at.get("iframe") and "dashboard.serve" in at.info[0].value
 
 
 def test_md_escape_neutralises_markup():

@@ -1,6 +1,7 @@
 """Gradio demo: launched on a free port and called through gradio_client like a user would."""
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -8,9 +9,10 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from dashboard.gradio_app import TOP_GENRE, build_demo, examples_from_data, launch_kwargs
+from dashboard.gradio_app import TOP_GENRE, build_demo, examples_from_data, launch_kwargs, load_predictor
 from dashboard.testing import train_tiny_checkpoints
 from mmgenre.data import MMIMDb
+from mmgenre.errors import InputError
 from mmgenre.genres import GENRES
 
 
@@ -50,8 +52,12 @@ def _label(result) -> dict:
 
 
 def test_predict_from_a_plot_only(client):
-    result = client.predict(None, "A detective and a gangster plan a heist; murder follows.",
-                            "text_only", TOP_GENRE, api_name="/predict")
+    job = client.submit(None, "A detective and a gangster plan a heist; murder follows.",
+                        "text_only", TOP_GENRE, api_name="/predict")
+    result = job.result(timeout=120)
+    # Two updates: the probabilities first (fast), then the explanation.
+    first = job.outputs()[0]
+    assert len(job.outputs()) == 2 and _label(first) == _label(result) and "Explaining" in first[2]
     probs = _label(result)
     assert set(probs) <= set(GENRES) and probs and all(0 <= p <= 1 for p in probs.values())
     assert result[1] is None  # no poster, no Grad-CAM
@@ -66,6 +72,10 @@ def test_predict_with_a_poster_file_and_a_chosen_genre(client, tiny_data):
     assert _label(result)
     overlay = result[1]
     assert overlay and Path(overlay["path"]).suffix in (".webp", ".png", ".jpeg")
+    # Uploads and outputs live in the temp folder given to gradio, nowhere else.
+    temp = Path(os.environ["GRADIO_TEMP_DIR"])
+    assert Path(overlay["path"]).resolve().is_relative_to(temp.resolve())
+    assert any(p.suffix == ".jpeg" for p in temp.rglob("*"))  # the uploaded poster
     assert "Explained genre: Comedy" in result[3] and "No plot was given" in result[2]
 
 
@@ -86,6 +96,12 @@ def test_bad_input_is_an_error_message_not_a_crash(client, tiny_data):
     # The app still answers after errors.
     assert _label(client.predict(None, "wizard dragon kingdom", "text_only", TOP_GENRE,
                                  api_name="/predict"))
+
+
+def test_load_predictor_only_opens_listed_checkpoints(ui_checkpoints):
+    with pytest.raises(InputError, match="no checkpoint named"):
+        load_predictor(ui_checkpoints, "../ui_checkpoints/gmu")
+    assert load_predictor(ui_checkpoints, "gmu") is load_predictor(ui_checkpoints, "gmu")  # cached
 
 
 def test_examples_come_from_the_data(tiny_data, monkeypatch):

@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import fields
 
+from mmgenre.checkpoint import load_checkpoint
 from mmgenre.encoders import list_encoders
 from mmgenre.errors import EncoderUnavailableError, InputError
 from mmgenre.leaderboard import write_leaderboard
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable movies, listing them, instead of stopping")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force", action="store_true",
+                   help="retrain models whose checkpoint in --out already matches this config and data")
     return p
 
 
@@ -74,16 +77,22 @@ def main(argv: list[str] | None = None) -> int:
             base["epochs"] = 3
         from .cv import cross_validate
         from .loop import fit, load_dataset
+        from .resume import checkpoint_is_current
         ds = load_dataset(TrainConfig(**{**base, "model": models[0]}))
         print(ds.report.summary(), file=sys.stderr)
         for name in models:
             cfg = TrainConfig(**{**base, "model": name})
             t0 = time.perf_counter()
+            skipped = False
             if args.cv:
                 res = cross_validate(cfg, ds)["out_of_fold"]
+            elif not args.force and checkpoint_is_current(cfg.out, cfg, ds.fingerprint()):
+                print(f"{name}: {cfg.out}/{name} already holds this run (same config and data); "
+                      "skipped (--force retrains)", file=sys.stderr)
+                res, skipped = load_checkpoint(f"{cfg.out}/{name}").metrics["test"], True
             else:
                 res = fit(cfg, ds).metrics["test"]
-            print(json.dumps({"model": name, "seconds": round(time.perf_counter() - t0, 1),
+            print(json.dumps({"model": name, "seconds": round(time.perf_counter() - t0, 1), "skipped": skipped,
                               **{k: round(res[k], 4) for k in ("micro_f1", "macro_f1", "samples_f1", "map_macro")}}))
         if not args.cv:
             print(f"leaderboard: {write_leaderboard(args.out)}", file=sys.stderr)

@@ -19,7 +19,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_frac: float = 0.1           # linear warm-up over this share of steps, then linear decay
-    hidden: int = 256
+    hidden: int | None = None          # None -> the head's default_hidden
     dropout: float = 0.3
     loss: str = "bce"                  # "bce" or "focal"
     focal_gamma: float = 2.0
@@ -27,7 +27,7 @@ class TrainConfig:
     modality_dropout: float = 0.15     # chance per movie of hiding one modality (multimodal heads)
     patience: int = 8                  # early stopping on dev macro-F1
     seed: int = 0
-    max_tokens: int = 128              # plot tokens given to sequence heads
+    max_tokens: int | None = None      # plot tokens given to sequence heads; None -> head default
     head_kwargs: dict = field(default_factory=dict)
     # protocol
     train_split: str = "train"

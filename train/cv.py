@@ -45,7 +45,7 @@ def cross_validate(cfg: TrainConfig, ds: MMIMDb | None = None) -> dict:
             p_val = model.predict_proba([ds[i].plot for i in val_ids])
         else:
             seq = HEADS[cfg.model].uses_sequences
-            tab = {n: build_table(feats, s, sequences=seq, max_tokens=cfg.max_tokens)
+            tab = {n: build_table(feats, s, sequences=seq, max_tokens=cfg.max_tokens or HEADS[cfg.model].default_max_tokens)
                    for n, s in (("fit", fit_ids), ("tune", tune_ids), ("val", val_ids))}
             head, _ = train_head(cfg.model, tab["fit"], ds.labels(fit_ids), tab["tune"], ds.labels(tune_ids), cfg)
             p_tune, p_val = predict_table(head, tab["tune"]), predict_table(head, tab["val"])

@@ -105,8 +105,8 @@ def fit_finetune(cfg: TrainConfig, ds: MMIMDb | None = None, *, encoders: dict |
             "det": getattr(encoders.get("detector"), "dim", None)}
     dims = {m: d for m, d in dims.items() if d is not None and m in HEADS[cfg.model].modalities}
     torch.manual_seed(cfg.seed)
-    head = build_head(cfg.model, dims, len(GENRES), hidden=cfg.hidden, dropout=cfg.dropout, **cfg.head_kwargs)
-    model = EndToEnd(encoders, head, cfg.max_tokens, cfg.device).to(cfg.device)
+    head = build_head(cfg.model, dims, len(GENRES), hidden=cfg.hidden or HEADS[cfg.model].default_hidden, dropout=cfg.dropout, **cfg.head_kwargs)
+    model = EndToEnd(encoders, head, cfg.max_tokens or HEADS[cfg.model].default_max_tokens, cfg.device).to(cfg.device)
     enc_params = [p for p in model.encoders.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": head.parameters(), "lr": cfg.lr},
                              {"params": enc_params, "lr": cfg.lr * ENCODER_LR_SCALE}],
@@ -152,7 +152,7 @@ def fit_finetune(cfg: TrainConfig, ds: MMIMDb | None = None, *, encoders: dict |
                                              **build.get(k, {})} for k in kinds}
     config = {"model": cfg.model, "encoders": enc_info, "thresholds": [float(t) for t in thr],
               "head": {"name": cfg.model, "dims": dims, "n_genres": len(GENRES), "hparams": head.hparams(),
-                       "uses_sequences": HEADS[cfg.model].uses_sequences, "max_tokens": cfg.max_tokens},
+                       "uses_sequences": HEADS[cfg.model].uses_sequences, "max_tokens": cfg.max_tokens or HEADS[cfg.model].default_max_tokens},
               "train": cfg.to_dict(), "data": {"fingerprint": ds.fingerprint(), "folder": Path(ds.root).name,
                                                "n": results["n"]}}
     preds = pd.concat([predictions_frame(ds, s, splits[s], probs[s]) for s in ("dev", "test")], ignore_index=True)

@@ -32,6 +32,7 @@ from mmgenre.models import BASELINES, encoder_kinds, is_baseline, list_models
 from mmgenre.splits import stratified_resplit
 
 from .config import TrainConfig
+from .resume import EpochState, Progress
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +135,17 @@ def dims_of(table: FeatureTable) -> dict[str, int]:
 
 
 def train_head(name: str, train: FeatureTable, y_train: np.ndarray, dev: FeatureTable,
-               y_dev: np.ndarray, cfg: TrainConfig) -> tuple[nn.Module, list[dict]]:
-    """AdamW + warm-up, BCE (or focal), early stopping on dev macro-F1 with dev-tuned thresholds."""
+               y_dev: np.ndarray, cfg: TrainConfig,
+               state: EpochState | None = None) -> tuple[nn.Module, list[dict]]:
+    """AdamW + warm-up, BCE (or focal), early stopping on dev macro-F1 with dev-tuned thresholds.
+
+    With ``state``, everything needed to continue is saved after each epoch and a saved state of
+    the same run is resumed (see :mod:`train.resume`); the result is the same either way.
+    """
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    head = build_head(name, dims_of(train), len(GENRES), hidden=cfg.hidden, dropout=cfg.dropout,
-                      **cfg.head_kwargs)
+    head = build_head(name, dims_of(train), len(GENRES), hidden=cfg.hidden or HEADS[name].default_hidden,
+                      dropout=cfg.dropout, **cfg.head_kwargs)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     sched = warmup_linear(opt, cfg.epochs * steps_per_epoch, cfg.warmup_frac)
@@ -151,7 +157,13 @@ def train_head(name: str, train: FeatureTable, y_train: np.ndarray, dev: Feature
     multimodal = len(HEADS[name].modalities) > 1
     best = (-1.0, None, 0)
     history = []
-    bar = tqdm(range(cfg.epochs), desc=name, unit="epoch", disable=not cfg.progress, leave=False)
+    done = Progress()
+    if state is not None:
+        done = state.restore(head, opt, sched, gen) or done
+        best, history = (done.best_score, done.best_state, done.best_epoch), done.history
+    epochs = range(done.epoch, cfg.epochs) if not done.stopped else range(0)
+    bar = tqdm(epochs, desc=name, unit="epoch", disable=not cfg.progress, leave=False,
+               initial=done.epoch, total=cfg.epochs)
     for epoch in bar:
         head.train()
         perm = torch.randperm(len(train), generator=gen).numpy()
@@ -173,9 +185,14 @@ def train_head(name: str, train: FeatureTable, y_train: np.ndarray, dev: Feature
         score = M.compute_metrics(y_dev, probs, thr)["macro_f1"]
         history.append({"epoch": epoch + 1, "train_loss": total / len(train), "dev_macro_f1": score})
         bar.set_postfix(loss=f"{total / len(train):.4f}", dev_macro_f1=f"{score:.3f}")
+        stop = False
         if score > best[0]:
             best = (score, copy.deepcopy(head.state_dict()), epoch)
         elif epoch - best[2] >= cfg.patience:
+            stop = True
+        if state is not None:
+            state.save(Progress(epoch + 1, history, best[0], best[2], best[1], stop), head, opt, sched, gen)
+        if stop:
             break
     head.load_state_dict(best[1])
     head.eval()
@@ -224,16 +241,18 @@ def fit(cfg: TrainConfig, ds: MMIMDb | None = None) -> FitResult:
         probs = {s: model.predict_proba([ds[i].plot for i in ids]) for s, ids in splits.items()}
         weights, hparams = model.state()
         head_cfg = {"name": cfg.model, "hparams": hparams}
-        history, encoders = [], {}
+        history, encoders, state = [], {}, None
     else:
         feats = load_features(ds, cfg, kinds)
         seq = HEADS[cfg.model].uses_sequences
-        tables = {s: build_table(feats, ids, sequences=seq, max_tokens=cfg.max_tokens) for s, ids in splits.items()}
-        head, history = train_head(cfg.model, tables["train"], y["train"], tables["dev"], y["dev"], cfg)
+        max_tokens = cfg.max_tokens or HEADS[cfg.model].default_max_tokens
+        tables = {s: build_table(feats, ids, sequences=seq, max_tokens=max_tokens) for s, ids in splits.items()}
+        state = EpochState(cfg.out, cfg, ds.fingerprint())
+        head, history = train_head(cfg.model, tables["train"], y["train"], tables["dev"], y["dev"], cfg, state)
         probs = {s: predict_table(head, t) for s, t in tables.items()}
         weights = {k: v.detach().cpu().numpy() for k, v in head.state_dict().items()}
         head_cfg = {"name": cfg.model, "dims": dims_of(tables["train"]), "n_genres": len(GENRES),
-                    "hparams": head.hparams(), "uses_sequences": seq, "max_tokens": cfg.max_tokens}
+                    "hparams": head.hparams(), "uses_sequences": seq, "max_tokens": max_tokens}
         encoders = {k: feats[k].meta["encoder_info"] | {"name": names[k]} for k in kinds}
     # the same "complete pairs" for every model: plot and poster both present
     complete = {s: np.array([ds[i].has_plot and ds[i].has_poster for i in ids]) for s, ids in splits.items()}
@@ -252,4 +271,6 @@ def fit(cfg: TrainConfig, ds: MMIMDb | None = None) -> FitResult:
                       ignore_index=True)
     path = save_checkpoint(Path(cfg.out) / cfg.model, weights=weights, config=config,
                            metrics=results, predictions=preds)
+    if state is not None:
+        state.clear()  # the checkpoint is complete: nothing left to resume
     return FitResult(cfg.model, path, results, time.perf_counter() - t0, history)

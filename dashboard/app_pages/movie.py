@@ -125,7 +125,9 @@ def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None
                 if text:
                     st.caption(loaders.md_escape(text))
             elif expl.poster is not None:
-                st.image(expl.poster, caption="poster (this model does not read it)", width="stretch")
+                why = ("this model reads only the objects detected on it: no Grad-CAM"
+                       if "det" in model_modalities(model) else "this model does not read it")
+                st.image(expl.poster, caption=f"poster ({why})", width="stretch")
             else:
                 st.info("This movie has no poster.")
         with right:

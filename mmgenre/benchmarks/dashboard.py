@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 BUDGET_S = 3.0
+# Sidebar links (URL path endings) and the title each page shows.
+NAV = (("/compare", "Compare models"), ("/movie", "Movie explorer"), ("/predict", "Predict"),
+       (":{port}/", "Dataset"))
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
@@ -151,13 +154,26 @@ def bench_gradio(report: Report, data: str, checkpoints: str, repeats: int) -> N
                                             server_port=port, quiet=True))
     try:
         client = Client(url, verbose=False, download_files=False)
+
+        def job(*args) -> tuple[float, float]:
+            """(seconds to the probabilities, seconds to the whole explanation)."""
+            t0 = time.perf_counter()
+            j = client.submit(*args, api_name="/predict")
+            first = None
+            while not j.done():
+                if first is None and j.outputs():
+                    first = time.perf_counter() - t0
+                time.sleep(0.01)
+            j.result()
+            total = time.perf_counter() - t0
+            return (total if first is None else first), total
+
         for model in available_checkpoints(checkpoints):
-            plot_only = [_timed(lambda m=m: client.predict(None, m.plot, model, TOP_GENRE, api_name="/predict"))
-                         for m in movies]
-            report.add(f"gradio {model}: plot only", plot_only[0], plot_only[1:])
-            both = [_timed(lambda m=m: client.predict(handle_file(str(m.poster_path)), m.plot, model, TOP_GENRE,
-                                                      api_name="/predict")) for m in movies]
-            report.add(f"gradio {model}: poster + plot", both[0], both[1:])
+            for what, poster in (("plot only", False), ("poster + plot", True)):
+                runs = [job(handle_file(str(m.poster_path)) if poster else None, m.plot, model, TOP_GENRE)
+                        for m in movies]
+                report.add(f"gradio {model}, {what}: probabilities", runs[0][0], [r[0] for r in runs[1:]])
+                report.add(f"gradio {model}, {what}: + explanation", runs[0][1], [r[1] for r in runs[1:]])
     finally:
         demo.close()
 
@@ -174,19 +190,32 @@ def bench_browser(report: Report, data: str, checkpoints: str, repeats: int) -> 
     server = Server(port=port, host="127.0.0.1", streamlit_port=free_port(), gradio_port=free_port(),
                     data=data, checkpoints=checkpoints)
     browser = None
+    switch_times: dict[str, list[float]] = {}
     try:
         server.start()
         browser = Browser(chrome)
+        base = f"http://127.0.0.1:{port}"
         for name in ("dataset", "compare", "movie", "predict", "gradio"):
-            url = f"http://127.0.0.1:{port}{SHOTS[name]}"
             times = []
             for _ in range(repeats + 1):
                 browser.set_size(1400)
-                t0 = time.perf_counter()
-                browser.call("Page.navigate", url=url)
-                browser.wait_ready(600)
-                times.append(time.perf_counter() - t0 - 2.0)  # wait_ready needs 2 s of calm
-            report.add(f"browser {name} (navigation until drawn)", times[0], times[1:])
+                t0 = browser.navigate(base + SHOTS[name])
+                drawn = browser.wait_ready(600)
+                times.append(float("nan") if drawn is None else drawn - t0)
+            report.add(f"browser {name}: full page load until drawn", times[0], times[1:])
+        # In the app, pages change through the sidebar: no reload, one script run over the websocket.
+        browser.navigate(base + "/")
+        browser.wait_ready(600)
+        for _ in range(repeats):
+            for path, title in NAV:
+                path = path.format(port=port)
+                t0 = time.monotonic()
+                browser.evaluate(f"document.querySelector('[data-testid=\"stSidebarNav\"] a[href$=\"{path}\"]')"
+                                 ".click()")
+                drawn = browser.wait_ready(600, f"document.querySelector('h1').textContent.trim() === '{title}'")
+                switch_times.setdefault(title, []).append(float("nan") if drawn is None else drawn - t0)
+        for title, times in switch_times.items():
+            report.add(f"browser {title}: switch from the sidebar until drawn", None, times)
     finally:
         if browser is not None:
             browser.close()
@@ -198,6 +227,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="MM-IMDb folder")
     p.add_argument("--checkpoints", default="checkpoints")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--skip-streamlit", action="store_true")
     p.add_argument("--skip-gradio", action="store_true")
     p.add_argument("--browser", action="store_true", help="also time real page loads in chromium")
     args = p.parse_args(argv)
@@ -205,7 +235,8 @@ def main(argv=None) -> int:
     report = Report()
     print(f"budget: {BUDGET_S:.0f} s per page after its first load; {os.cpu_count()} CPU cores")
     Report.header()
-    bench_streamlit(report, args.data, args.checkpoints, args.repeats)
+    if not args.skip_streamlit:
+        bench_streamlit(report, args.data, args.checkpoints, args.repeats)
     if not args.skip_gradio:
         bench_gradio(report, args.data, args.checkpoints, min(args.repeats, 3))
     if args.browser:

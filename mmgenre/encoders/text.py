@@ -11,6 +11,7 @@ import bisect
 import io
 import itertools
 import os
+import pickle
 import re
 import shutil
 import zipfile
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from mmgenre.errors import EncoderUnavailableError, InputError
@@ -178,6 +180,12 @@ def _load_pretrained(name: str, source: str, overrides: dict[str, Any], *, how: 
         else:
             what = f"{name} weights are not in {where}"
         raise unavailable("text", what, how) from err
+    except (pickle.UnpicklingError, SafetensorError, ValueError, RuntimeError) as err:
+        # A folder with pickled code (refused by torch's weights_only load), garbled files or an
+        # unknown architecture: nothing ran, but the folder is not a usable model.
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise InputError(f"{name}: {source!r} does not hold a loadable model + tokenizer "
+                         f"({type(err).__name__}: {first})") from err
     return HFTextEncoder(name, model, tokenizer, source=source, pretrained=True, **options)
 
 

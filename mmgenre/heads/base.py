@@ -55,6 +55,9 @@ class Head(nn.Module):
     name: ClassVar[str] = ""
     modalities: ClassVar[tuple[str, ...]] = ()
     uses_sequences: ClassVar[bool] = False  # True if it reads text_tokens / image_regions
+    # Training defaults a head may lower to stay fast on CPU (used when the config leaves them unset).
+    default_hidden: ClassVar[int] = 256
+    default_max_tokens: ClassVar[int] = 128
 
     def __init__(self, dims: dict[str, int], n_genres: int = N_GENRES, *, hidden: int = 256,
                  dropout: float = 0.2, **kw: Any) -> None:
