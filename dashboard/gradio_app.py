@@ -189,7 +189,8 @@ def build_demo(checkpoints_dir: str | Path | None = None, data_dir: str | Path |
 
 def launch_kwargs(**overrides) -> dict:
     """Launch options shared by main(), serve and the tests: an upload size cap and no share link."""
-    return {"max_file_size": MAX_UPLOAD_BYTES, "share": False, "show_error": True,
+    # show_error=False: unexpected exceptions are not echoed to visitors (gr.Error messages are).
+    return {"max_file_size": MAX_UPLOAD_BYTES, "share": False, "show_error": False,
             "footer_links": ["api"], **overrides}
 
 

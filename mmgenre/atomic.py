@@ -77,6 +77,14 @@ def replace_dir(staging: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
+def settled_dir(target: str | Path) -> Path:
+    """``target``, or, when a writer was killed between the two renames of :func:`replace_dir`
+    (``target`` absent), the complete previous folder it left at ``.<name>.old``."""
+    target = Path(target)
+    old = target.with_name(f".{target.name}.old")
+    return old if not target.exists() and old.is_dir() else target
+
+
 def _json_default(obj):
     if isinstance(obj, np.generic):
         return obj.item()

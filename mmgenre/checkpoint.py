@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_numpy
-from safetensors.numpy import save_file as save_numpy
+from safetensors.numpy import save as save_numpy_bytes
 
 from . import atomic
 from .errors import InputError
@@ -79,12 +79,14 @@ def save_checkpoint(out_dir: str | Path, *, weights: dict[str, np.ndarray], conf
     config.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     _validate_config(config, out_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    save_numpy({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(staging / WEIGHTS_FILE))
+    # Through atomic.write_*: each file is fsynced before the folder swap makes it visible.
+    arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+    atomic.write_bytes(staging / WEIGHTS_FILE, save_numpy_bytes(arrays))
     atomic.write_json(staging / CONFIG_FILE, config)
     if metrics is not None:
         atomic.write_json(staging / METRICS_FILE, _finite(metrics))
     if predictions is not None:
-        predictions.to_csv(staging / PREDICTIONS_FILE, index=False, float_format="%.5f")
+        atomic.write_text(staging / PREDICTIONS_FILE, predictions.to_csv(index=False, float_format="%.5f"))
     for name, text in (extra_files or {}).items():
         atomic.write_text(staging / name, text)
     atomic.replace_dir(staging, out_dir)
@@ -92,7 +94,7 @@ def save_checkpoint(out_dir: str | Path, *, weights: dict[str, np.ndarray], conf
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    path = Path(path)
+    path = atomic.settled_dir(path)  # a writer killed mid-swap left the old copy aside
     cfg_file = path / CONFIG_FILE
     if not path.is_dir() or not cfg_file.is_file():
         raise InputError(f"{path} is not a checkpoint folder: it has no {CONFIG_FILE}")

@@ -30,6 +30,23 @@ def parse_models(text: str) -> list[str]:
     return names
 
 
+def _checked(cast, ok, what: str):
+    """An argparse type: ``cast(text)`` that must satisfy ``ok`` (argparse reports ``what``)."""
+    def parse(text: str):
+        value = cast(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {what}")
+        return value
+    parse.__name__ = cast.__name__  # argparse's "invalid int value: 'x'"
+    return parse
+
+
+POSITIVE_INT = _checked(int, lambda v: v > 0, "a positive integer")
+COUNT = _checked(int, lambda v: v >= 0, "an integer >= 0")
+POSITIVE_FLOAT = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
+FRACTION = _checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
@@ -39,22 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-encoder", default=d.text_encoder, help=f"one of {list_encoders('text')} or a HF id/folder")
     p.add_argument("--image-encoder", default=d.image_encoder, help=f"one of {list_encoders('image')} or a timm name")
     p.add_argument("--detector", default=d.detector, choices=list_encoders("detector"))
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--hidden", type=int, default=d.hidden)
-    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--epochs", type=POSITIVE_INT, default=d.epochs)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=d.batch_size)
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=d.lr)
+    p.add_argument("--hidden", type=POSITIVE_INT, default=d.hidden)
+    p.add_argument("--dropout", type=FRACTION, default=d.dropout)
     p.add_argument("--loss", choices=("bce", "focal"), default=d.loss)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--label-smoothing", type=FRACTION, default=d.label_smoothing)
+    p.add_argument("--patience", type=POSITIVE_INT, default=d.patience)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--protocol", choices=("complete-dev", "official"), default=d.protocol,
+    p.add_argument("--protocol", choices=("complete-dev", "train-holdout", "official"), default=d.protocol,
                    help="complete-dev: dev movies missing a modality train, complete ones tune (default)")
-    p.add_argument("--train-on-dev-fraction", type=float, default=d.train_on_dev_fraction)
+    p.add_argument("--train-on-dev-fraction", type=FRACTION, default=d.train_on_dev_fraction)
     p.add_argument("--cache", help="feature cache folder (default: $MMGENRE_CACHE or ~/.cache/mmgenre)")
-    p.add_argument("--cv", type=int, default=0, help="K-fold cross-validation on --cv-split instead of one fit")
+    p.add_argument("--cv", type=COUNT, default=0, help="K-fold cross-validation on --cv-split instead of one fit")
     p.add_argument("--cv-split", default=d.cv_split)
-    p.add_argument("--n-boot", type=int, default=d.n_boot)
+    p.add_argument("--n-boot", type=COUNT, default=d.n_boot)
     p.add_argument("--quick", action="store_true", help=f"3 epochs of {QUICK_MODEL} only (a quick demo)")
     p.add_argument("--finetune", action="store_true", help="end-to-end fine-tuning of the encoders (use a GPU)")
     p.add_argument("--device", default=d.device)

@@ -37,6 +37,9 @@ from .resume import EpochState, Progress
 log = logging.getLogger(__name__)
 
 
+PROTOCOLS = ("complete-dev", "train-holdout", "official")
+
+
 @dataclass
 class FitResult:
     model: str
@@ -74,8 +77,11 @@ def protocol_splits(ds: MMIMDb, cfg: TrainConfig) -> dict[str, list[str]]:
         if complete:
             train += [i for i in dev if not (ds[i].has_plot and ds[i].has_poster)]
             dev = complete
+    elif cfg.protocol == "train-holdout":
+        parts = stratified_resplit(train, ds.labels(train), seed=cfg.seed, fractions=(0.8, 0.2, 0.0))
+        train, dev = parts["train"] + dev, parts["dev"]
     elif cfg.protocol != "official":
-        raise InputError(f"unknown protocol {cfg.protocol!r}; use complete-dev or official")
+        raise InputError(f"unknown protocol {cfg.protocol!r}; use {', '.join(PROTOCOLS)}")
     if cfg.train_on_dev_fraction > 0:
         f = cfg.train_on_dev_fraction
         parts = stratified_resplit(dev, ds.labels(dev), seed=cfg.seed, fractions=(f, 1 - f, 0.0))

@@ -80,14 +80,6 @@ class Progress:
     stopped: bool = False               # early stopping fired
 
 
-def _state_dir_to_read(path: Path) -> Path | None:
-    """``path``, or the complete previous copy replace_dir left aside when killed mid-swap."""
-    if (path / JSON_FILE).is_file():
-        return path
-    old = path.with_name(f".{path.name}.old")
-    return old if (old / JSON_FILE).is_file() else None
-
-
 class EpochState:
     """Saves and restores the training state of one model (see the module docstring)."""
 
@@ -145,8 +137,8 @@ class EpochState:
 
         None (and nothing changed) when there is no usable state for this run key.
         """
-        where = _state_dir_to_read(self.path)
-        if where is None:
+        where = atomic.settled_dir(self.path)  # killed mid-swap: the previous complete state
+        if not (where / JSON_FILE).is_file():
             return None
         try:
             meta = json.loads((where / JSON_FILE).read_text(encoding="utf-8"))
