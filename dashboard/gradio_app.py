@@ -61,11 +61,21 @@ def load_predictor(checkpoints: Path, name: str):
     return _predictor(str(folder), _stamp(folder))
 
 
-def preferred_model(models: list[str]) -> str | None:
-    """The model selected at start: the first that reads both poster and plot, else the first."""
+def preferred_model(models: list[str], checkpoints: Path | None = None) -> str | None:
+    """The model selected at start: the best on the leaderboard (micro-F1) among those that read
+    both poster and plot, else the first such model, else the first."""
+    from mmgenre.leaderboard import read_leaderboard
     from mmgenre.models import list_models, model_modalities
-    both = [m for m in models if m in list_models() and {"text", "image"} <= set(model_modalities(m))]
-    return both[0] if both else (models[0] if models else None)
+    ranked = list(models)
+    if checkpoints is not None:
+        try:
+            board = read_leaderboard(checkpoints)
+            order = [m for m in board.get("model", []) if m in models]
+            ranked = order + [m for m in models if m not in order]
+        except (OSError, ValueError, KeyError):
+            pass  # no or unreadable leaderboard: registry order
+    both = [m for m in ranked if m in list_models() and {"text", "image"} <= set(model_modalities(m))]
+    return both[0] if both else (ranked[0] if ranked else None)
 
 
 def examples_from_data(data_dir: str | Path | None, n: int = N_EXAMPLES) -> list[list]:
@@ -165,7 +175,7 @@ def build_demo(checkpoints_dir: str | Path | None = None, data_dir: str | Path |
                                   height=360)
                 plot = gr.Textbox(label="Plot", lines=6, max_lines=14, max_length=MAX_PLOT_INPUT,
                                   placeholder="A retired detective is drawn back for one last case ...")
-                model = gr.Dropdown(models, value=preferred_model(models), label="Model",
+                model = gr.Dropdown(models, value=preferred_model(models, checkpoints), label="Model",
                                     interactive=True)
                 genre = gr.Dropdown([TOP_GENRE, *GENRES], value=TOP_GENRE, label="Explain genre")
                 button = gr.Button("Predict", variant="primary")

@@ -78,8 +78,8 @@ def poster_size(path: str | Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as img:
             return img.size
-    except (OSError, UnidentifiedImageError, ValueError):
-        return None
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None  # a bomb's header (over 2x PIL's pixel limit) raises before any decoding
 
 
 def poster_sizes(ds: MMIMDb) -> pd.DataFrame:
@@ -361,7 +361,8 @@ def modality_gains(leaderboard: pd.DataFrame, metric: str = "micro_f1") -> pd.Da
     if leaderboard.empty or metric not in leaderboard.columns:
         return pd.DataFrame(columns=cols)
     board = leaderboard.dropna(subset=[metric])
-    mods = {r.model: set(str(r.modalities).split("+")) for r in board.itertuples(index=False)}
+    labels = dict(zip(board["model"], board["modalities"].astype(str)))
+    mods = {m: set(label.split("+")) for m, label in labels.items()}
     value = dict(zip(board["model"], board[metric].astype(float)))
     rows = []
     for model, used in mods.items():
@@ -371,7 +372,7 @@ def modality_gains(leaderboard: pd.DataFrame, metric: str = "micro_f1") -> pd.Da
         if not uni:
             continue
         best = max(uni, key=value.get)
-        rows.append({"model": model, "modalities": "+".join(sorted(used)), metric: value[model],
+        rows.append({"model": model, "modalities": labels[model], metric: value[model],
                      "best_unimodal": best, "unimodal_value": value[best],
                      "gain": value[model] - value[best]})
     out = pd.DataFrame(rows, columns=cols)

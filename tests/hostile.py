@@ -483,8 +483,10 @@ class Installed:
 
 
 def _added_value(case: Case, movie_id: str) -> Any:
-    splits = case.payload({"dev": []}, movie_id)
-    return splits["dev"][-1]
+    """The entry a split case appends to split.json (None if it appends nothing)."""
+    splits = case.payload({"train": [], "dev": [], "test": []}, movie_id)
+    added = [ids[-1] for ids in splits.values() if ids] if isinstance(splits, dict) else []
+    return added[0] if added else None
 
 
 def _dump_json(value: dict, raw: dict[str, bytes]) -> bytes:
@@ -565,7 +567,13 @@ def build_hostile_dataset(root: Path, case_list: list[Case] | None = None,
     chosen = [c for c in (case_list if case_list is not None else CASES) if not c.fatal]
     make_base(root, n_movies=max(24, normal_every * len(chosen) + 8))
     ids = _movie_ids(root)
-    return {c.name: install(c, root, ids[i * normal_every]) for i, c in enumerate(chosen)}
+    out = {}
+    for i, c in enumerate(chosen):
+        if c.kind == "poster":   # the case name as title, so a UI can find the movie by title
+            path = root / "dataset" / f"{ids[i * normal_every]}.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), "title": c.name}))
+        out[c.name] = install(c, root, ids[i * normal_every])
+    return out
 
 
 # ------------------------------------------------------------------------------ untrusted files
@@ -603,6 +611,15 @@ def _edit_config(**changes) -> Callable[[Path], None]:
             for p in parents:
                 target = target.setdefault(p, {})
             target[leaf] = value
+        (ckpt / "config.json").write_text(json.dumps(cfg))
+    return mutate
+
+
+def _edit_encoders(**changes) -> Callable[[Path], None]:
+    """``changes`` applied to every encoder the config names."""
+    def mutate(ckpt: Path) -> None:
+        cfg = json.loads((ckpt / "config.json").read_text())
+        cfg["encoders"] = {k: {**v, **changes} for k, v in cfg.get("encoders", {}).items()}
         (ckpt / "config.json").write_text(json.dumps(cfg))
     return mutate
 
@@ -694,8 +711,8 @@ CHECKPOINT_CASES = [
     CheckpointCase("config_vocabulary_not_list", _edit_config(head__hparams={"vocabulary": "abc"}),
                    "vocabulary", baseline_only=True),
     CheckpointCase("config_head_missing", _edit_config(head="gmu"), "config"),
-    CheckpointCase("config_encoder_weights_list", _edit_config(encoders__text={"name": "minilm", "weights": ["x"]}),
-                   "'weights' must be a path", neural_only=True),
+    CheckpointCase("config_encoder_weights_list", _edit_encoders(weights=["x"]), "'weights' must be a path",
+                   neural_only=True),
     CheckpointCase("weights_shape_mismatch",
                    _weights(lambda w: {**w, _first_2d(w): np.zeros((3, 3), dtype=np.float32)}), "do not match"),
     CheckpointCase("weights_missing_tensor",

@@ -44,7 +44,7 @@ def test_every_model_writes_a_complete_checkpoint(trained, model):
         assert len(metrics[split]["per_genre"]) == 23
         assert "micro_f1" in metrics[split]["ci"]
     preds = pd.read_csv(path / "predictions.csv", dtype={"imdb_id": str})
-    assert len(preds) == 24 and set(preds["split"]) == {"dev", "test"}
+    assert len(preds) == metrics["n"]["dev"] + metrics["n"]["test"] and set(preds["split"]) == {"dev", "test"}
     assert [c for c in preds.columns if c.startswith("p_")] == [f"p_{g}" for g in GENRES]
 
 
@@ -100,5 +100,20 @@ def test_cross_validation_reports_out_of_fold_scores(tiny_data, tmp_path, traine
 def test_dev_share_moves_into_training(tiny_data, tmp_path, trained):
     _, cache, _ = trained
     res = fit(TrainConfig(data=str(tiny_data), model="text_only", out=str(tmp_path), cache=str(cache),
-                          epochs=1, n_boot=0, train_on_dev_fraction=0.5, progress=False))
+                          epochs=1, n_boot=0, train_on_dev_fraction=0.5, protocol="official", progress=False))
     assert res.metrics["n"]["train"] == 24 + 6 and res.metrics["n"]["dev"] == 6
+
+
+@pytest.mark.parametrize("protocol", ["train-holdout", "complete-dev", "official"])
+def test_protocols_partition_the_movies(tiny_data, protocol):
+    from train.loop import load_dataset, protocol_splits
+    cfg = TrainConfig(data=str(tiny_data), protocol=protocol)
+    ds = load_dataset(cfg)
+    parts = protocol_splits(ds, cfg)
+    all_ids = parts["train"] + parts["dev"] + parts["test"]
+    assert sorted(all_ids) == sorted(ds.movies) and len(set(all_ids)) == len(all_ids)
+    assert parts["test"] == ds.splits["test"]
+    if protocol == "complete-dev":
+        assert all(ds[i].has_plot and ds[i].has_poster for i in parts["dev"])
+    if protocol == "train-holdout":
+        assert set(parts["dev"]) <= set(ds.splits["train"]) and set(ds.splits["dev"]) <= set(parts["train"])

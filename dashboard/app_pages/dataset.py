@@ -15,6 +15,9 @@ from mmgenre.genres import GENRES
 
 PER_PAGE = 24
 COLUMNS = 6
+# One clearly distinct colour per split on every chart (Streamlit's default blues are too pale).
+SPLIT_COLOURS = {"train": "#1f77b4", "dev": "#ff7f0e", "test": "#2ca02c"}
+AVAILABLE_COLOURS = {"poster_and_plot": "#1f77b4", "plot_only": "#ff7f0e", "poster_only": "#9467bd"}
 
 st.title("Dataset")
 s = loaders.settings()
@@ -42,6 +45,7 @@ with loaders.guard():
     as_share = st.toggle("Show the share of each split's movies (instead of counts)", value=True)
     y = "share" if as_share else "movies"
     fig = px.bar(freq, x="genre", y=y, color="split", barmode="group",
+                 color_discrete_map=SPLIT_COLOURS,
                  category_orders={"genre": list(GENRES)},
                  labels={"share": "share of movies", "movies": "movies", "genre": ""})
     if as_share:
@@ -76,6 +80,7 @@ with loaders.guard():
     a, b = st.columns(2)
     lengths = tables["lengths"]
     fig = px.box(lengths[lengths["words"] > 0], x="split", y="words", color="split", log_y=True,
+                 color_discrete_map=SPLIT_COLOURS,
                  points="outliers", labels={"words": "plot length (words, log scale)", "split": ""})
     fig.update_layout(height=360, margin=dict(t=40, b=10), title="Plot length", showlegend=False)
     a.plotly_chart(fig)
@@ -84,6 +89,7 @@ with loaders.guard():
         b.info("No posters found.")
     else:
         fig = px.scatter(posters, x="width", y="height", color="split", opacity=0.5,
+                         color_discrete_map=SPLIT_COLOURS,
                          hover_data={"imdb_id": True, "kbytes": ":.0f"},
                          labels={"width": "width (px)", "height": "height (px)"})
         fig.update_layout(height=360, margin=dict(t=40, b=10), title="Poster size")
@@ -95,7 +101,8 @@ with loaders.guard():
     a.dataframe(missing, hide_index=True)
     long = missing.melt(id_vars="split", value_vars=["poster_and_plot", "plot_only", "poster_only"],
                         var_name="available", value_name="movies")
-    fig = px.bar(long, x="split", y="movies", color="available", barmode="stack")
+    fig = px.bar(long, x="split", y="movies", color="available", barmode="stack",
+                 color_discrete_map=AVAILABLE_COLOURS)
     fig.update_layout(height=300, margin=dict(t=40, b=10))
     b.plotly_chart(fig)
 

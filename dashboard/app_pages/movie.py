@@ -12,10 +12,12 @@ from dashboard import loaders, views
 from mmgenre import analysis as A
 from mmgenre import viz
 from mmgenre.genres import GENRES
-from mmgenre.models import model_modalities
+from mmgenre.models import list_models, model_modalities
 
 MAX_OPTIONS = 2000
 BROWSE = {"title": "All movies", "errors": "Errors of one model", "disagree": "Where two models disagree"}
+MODALITY_COLOURS = {"model share": "#7f7f7f", "drop without poster": "#1f77b4",
+                    "drop without plot": "#d62728"}
 ERROR_LABELS = {"false_positive": "false positives", "false_negative": "false negatives"}
 
 st.title("Movie explorer")
@@ -82,13 +84,20 @@ def pick_movie(ds, names: list[str]) -> tuple[str | None, str | None]:
     return chosen, focus
 
 
+def modalities(name: str) -> set[str]:
+    """The model's modalities; empty for a folder whose name is not a registered model."""
+    return set(model_modalities(name)) if name in list_models() else set()
+
+
 def default_model(usable: list[str], preferred: str | None) -> int:
-    """Index of the model to explain first: the one browsed, else the first that reads both
-    the poster and the plot (it has the most to show), else the first."""
+    """Index of the model to explain first: the one browsed, else the best on the leaderboard
+    among those that read both the poster and the plot (they have the most to show)."""
     if preferred in usable:
         return usable.index(preferred)
-    both = [i for i, n in enumerate(usable) if {"text", "image"} <= set(model_modalities(n))]
-    return both[0] if both else 0
+    board = loaders.leaderboard(s.checkpoints)
+    ranked = [m for m in board.get("model", []) if m in usable] + usable
+    both = [m for m in ranked if {"text", "image"} <= modalities(m)]
+    return usable.index(both[0]) if both else 0
 
 
 def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None) -> None:
@@ -126,7 +135,7 @@ def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None
                     st.caption(loaders.md_escape(text))
             elif expl.poster is not None:
                 why = ("this model reads only the objects detected on it: no Grad-CAM"
-                       if "det" in model_modalities(model) else "this model does not read it")
+                       if "det" in modalities(model) else "this model does not read it")
                 st.image(expl.poster, caption=f"poster ({why})", width="stretch")
             else:
                 st.info("This movie has no poster.")
@@ -166,8 +175,13 @@ def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None
                                   or expl.modality.get("gate_text_share") is not None):
                 st.subheader("Modality use")
                 fig = viz.modality_figure(expl.modality)
-                # More room between the share panel and the removal panel's axis title.
-                fig.update_layout(xaxis2={"domain": [0.45, 1.0]}, margin=dict(t=40))
+                # The same colour for the same bars whichever panels the model has; the removal
+                # panel gets the whole width when the model has no shares to show.
+                fig.for_each_trace(lambda t: t.update(marker_color=MODALITY_COLOURS.get(t.name)))
+                has_shares = any(t.name == "model share" for t in fig.data)
+                fig.update_layout(xaxis2={"domain": [0.45, 1.0] if has_shares else [0.0, 1.0]},
+                                  xaxis={"visible": has_shares}, yaxis={"visible": has_shares},
+                                  margin=dict(t=40))
                 st.plotly_chart(fig, key="modality")
         with b:
             st.subheader("Detected objects")
