@@ -36,5 +36,15 @@ test: venv sysdeps
 train: venv
 	$(BIN)/python -m train --data "$(DATA)" --models all --out checkpoints/
 
+screenshots: venv sysdeps
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq chromium >/dev/null; }
+	$(BIN)/python -m dashboard.screenshots screenshots/ --data "$(DATA)" --checkpoints checkpoints/
+
+bench: venv sysdeps
+	$(BIN)/python -m mmgenre.benchmarks.features --data "$(DATA)"
+	$(BIN)/python -m mmgenre.benchmarks.train --data "$(DATA)"
+	$(BIN)/python -m mmgenre.benchmarks.explain --checkpoint checkpoints/cross_attention --data "$(DATA)" --n 20
+	$(BIN)/python -m mmgenre.benchmarks.dashboard --data "$(DATA)" --checkpoints checkpoints/ --browser
+
 clean:
 	rm -rf $(VENV) .pytest_cache

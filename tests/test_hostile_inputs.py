@@ -317,13 +317,12 @@ def test_cli_train(case, per_case, hostile, hostile_training, tmp_path, capsys):
 
 
 def test_real_cli_processes_print_one_error_line(per_case, ckpts, poster_file):
-    """The same through ``python -m``: exit code 2, one line, no traceback (run side by side)."""
+    """The same through ``python -m`` (both CLIs): exit code 2, one line, no traceback."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     runs = {
         "bomb poster": (["mmgenre", "predict", "--checkpoint", ckpts / "image_only",
                          "--poster", poster_file(H.BY_NAME["bomb_header_over_pil_limit"])], "too large"),
-        "traversal id": (["mmgenre", "validate", "--data", per_case["split_path_traversal"].root], "invalid id"),
         "huge int json": (["train", "--data", per_case["json_huge_integer"].root, "--models", "tfidf_logreg",
                            "--out", per_case["json_huge_integer"].root / "out"], "corrupt JSON"),
     }

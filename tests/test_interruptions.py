@@ -60,17 +60,25 @@ def _env() -> dict:
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=_env(), stdout=fh,
-                                stderr=subprocess.STDOUT)
+    """``python -m args``: stdout to ``log``, stderr to ``log`` + ".err"."""
+    with open(log, "wb") as out, open(_err(log), "wb") as err:
+        return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=_env(), stdout=out, stderr=err)
+
+
+def _err(log: Path) -> Path:
+    return log.with_name(log.name + ".err")
+
+
+def _tail(log: Path) -> str:
+    return (log.read_text(errors="replace") + _err(log).read_text(errors="replace"))[-3000:]
 
 
 def _run(args: list[str], log: Path, timeout: float = 300) -> str:
+    """Run to the end; returns its stdout."""
     proc = _start(args, log)
     proc.wait(timeout)
-    text = log.read_text(errors="replace")
-    assert proc.returncode == 0, f"seed {SEED}: {' '.join(args)} failed:\n{text[-3000:]}"
-    return text
+    assert proc.returncode == 0, f"seed {SEED}: {' '.join(args)} failed:\n{_tail(log)}"
+    return log.read_text(errors="replace")
 
 
 def _kill_when(proc: subprocess.Popen, reached, log: Path, timeout: float = 300) -> None:
@@ -78,11 +86,10 @@ def _kill_when(proc: subprocess.Popen, reached, log: Path, timeout: float = 300)
     rng = random.Random(SEED + 1)
     deadline = time.monotonic() + timeout
     while not reached():
-        assert proc.poll() is None, (f"seed {SEED}: finished (code {proc.returncode}) before the kill "
-                                     f"point:\n{log.read_text(errors='replace')[-2000:]}")
+        assert proc.poll() is None, f"seed {SEED}: ended ({proc.returncode}) before the kill point:\n{_tail(log)}"
         assert time.monotonic() < deadline, f"seed {SEED}: kill point not reached in {timeout} s"
         time.sleep(0.005)
-    time.sleep(rng.uniform(0.0, 0.03))
+    time.sleep(rng.uniform(0.0, 0.01))
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
@@ -109,7 +116,7 @@ def test_feature_extraction_killed_and_rerun_equals_uninterrupted(tmp_path):
             return done + len(list((d / "shards").glob("shard-*.npz")))
         return done
 
-    kill_at = random.Random(SEED).randint(1, len(KINDS) * n_shards - 1)
+    kill_at = random.Random(SEED).randint(1, len(KINDS) * n_shards - 2)  # >= 1 shard still to go
     cmd = ["mmgenre", "features", "--data", str(data), "--cache", str(cache), "--kinds", ",".join(KINDS),
            "--shard-size", str(SHARD), "--batch-size", str(SHARD)]
     _kill_when(_start(cmd, tmp_path / "killed.log"), lambda: shards_done() >= kill_at, tmp_path / "killed.log")
@@ -118,20 +125,28 @@ def test_feature_extraction_killed_and_rerun_equals_uninterrupted(tmp_path):
     # writes are dot-named temporary files.
     for f in cache.rglob("shard-*.npz"):
         with np.load(f, allow_pickle=False) as z:
-            assert {"ids", "pooled", "present"} <= set(z.files) and all(z[k].size >= 0 for k in z.files)
+            arrays = {k: z[k] for k in z.files}   # reads (and CRC-checks) every member
+        assert len(arrays["ids"]) == len(arrays["pooled"]) == len(arrays["present"]) == SHARD, f.name
     strays = [p for p in cache.rglob("*") if p.is_file() and p.name.startswith(".")]
     assert all(p.name.endswith(".tmp") for p in strays), strays
     # What a non-atomic writer would leave behind: a truncated file under the next shard's name.
     # It must be recomputed, never read.
     pending = next((d for d in dirs if not (d / "meta.json").exists()), None)
-    if pending is not None and (pending / "shards").is_dir():
-        present = sorted((pending / "shards").glob("shard-*.npz"))
+    present = sorted((pending / "shards").glob("shard-*.npz")) if pending is not None else []
+    if present:
         missing = [pending / "shards" / f"shard-{s:05d}.npz" for s in range(n_shards)
                    if not (pending / "shards" / f"shard-{s:05d}.npz").exists()]
-        if present and missing:
+        if missing:
             missing[0].write_bytes(present[0].read_bytes()[: present[0].stat().st_size // 2])
+        # Tag a whole shard (in its list of bad files, which ends up in meta.json): the rerun
+        # must reuse it, not recompute it.
+        with np.load(present[0], allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        atomic.write_npz(present[0], **{**arrays, "bad": np.array([["reused", "shard"]])})
 
-    out = _last_json(_run(cmd, tmp_path / "rerun.log"))
+    out = json.loads(_run(cmd, tmp_path / "rerun.log"))
+    if present:
+        assert ["reused", "shard"] in json.loads((pending / "meta.json").read_text())["bad_files"]
     for kind, d in zip(KINDS, dirs):
         assert out[kind]["n"] == len(ds)
         got, want = load_features(d, mmap=False), reference[kind]
@@ -140,12 +155,6 @@ def test_feature_extraction_killed_and_rerun_equals_uninterrupted(tmp_path):
             a, b = getattr(got, name), getattr(want, name)
             assert (a is None) == (b is None) and (a is None or np.array_equal(a, b)), f"seed {SEED}: {kind} {name}"
         assert not (d / "shards").exists()   # consolidated: the shards are gone
-
-
-def _last_json(text: str) -> dict:
-    """The JSON object a CLI printed last (progress lines may precede it)."""
-    start = text.rindex("\n{\n") + 1 if "\n{\n" in text else text.index("{")
-    return json.loads(text[start:])
 
 
 # ------------------------------------------------------------------------------ training
@@ -188,8 +197,12 @@ def test_training_killed_and_resumed_equals_uninterrupted(tiny_data, tiny_cache,
     _kill_when(_start(cmd, tmp_path / "killed.log"), lambda: epochs_done() >= kill_at, tmp_path / "killed.log")
     finished = {m: (out / m / "model.safetensors").stat().st_mtime_ns for m in MODELS
                 if (out / m / "metrics.json").exists()}
+    states = {m: json.loads(f.read_text())["epoch"] for m in MODELS
+              if (f := atomic.settled_dir(out / STATE_DIR / m) / "state.json").is_file() and m not in finished}
 
     lines = [json.loads(x) for x in _run(cmd, tmp_path / "rerun.log").splitlines() if x.startswith('{"model"')]
+    for model, epoch in states.items():   # resumed where it stopped, not retrained from scratch
+        assert f"resuming {model} after epoch {epoch}" in _err(tmp_path / "rerun.log").read_text(), f"seed {SEED}"
     assert [r["model"] for r in lines] == list(MODELS)
     for r in lines:  # models finished before the kill are skipped, not retrained
         assert r["skipped"] == (r["model"] in finished), f"seed {SEED}, kill at epoch {kill_at}: {r}"

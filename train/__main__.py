@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             base["epochs"] = 3
         from .cv import cross_validate
         from .loop import fit, load_dataset
-        from .resume import checkpoint_is_current
+        from .resume import EpochState, checkpoint_is_current
         ds = load_dataset(TrainConfig(**{**base, "model": models[0]}))
         print(ds.report.summary(), file=sys.stderr)
         for name in models:
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             elif not args.force and checkpoint_is_current(cfg.out, cfg, ds.fingerprint()):
                 print(f"{name}: {cfg.out}/{name} already holds this run (same config and data); "
                       "skipped (--force retrains)", file=sys.stderr)
+                EpochState(cfg.out, cfg, ds.fingerprint()).clear()  # killed after the checkpoint
                 res, skipped = load_checkpoint(f"{cfg.out}/{name}").metrics["test"], True
             else:
                 res = fit(cfg, ds).metrics["test"]

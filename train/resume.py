@@ -129,6 +129,10 @@ class EpochState:
         """Forget the state (called once the model's checkpoint is written)."""
         for p in (self.path, self.path.with_name(f".{self.path.name}.old")):
             shutil.rmtree(p, ignore_errors=True)
+        try:
+            self.path.parent.rmdir()   # <out>/.state/ goes once no model has a state left
+        except OSError:
+            pass
 
     # -- reading ----------------------------------------------------------------------------
     def restore(self, head: torch.nn.Module, opt: torch.optim.Optimizer, sched,

@@ -143,6 +143,7 @@ def bench_gradio(report: Report, data: str, checkpoints: str, repeats: int) -> N
     from dashboard.gradio_app import TOP_GENRE, build_demo, launch_kwargs
     from mmgenre.analysis import available_checkpoints
     from mmgenre.data import MMIMDb
+    from mmgenre.models import list_models, model_modalities
 
     ds = MMIMDb.load(data, skip_bad=True)
     movies = [m for m in ds.split("test") if m.has_poster and m.has_plot][: repeats + 1]
@@ -169,7 +170,10 @@ def bench_gradio(report: Report, data: str, checkpoints: str, repeats: int) -> N
             return (total if first is None else first), total
 
         for model in available_checkpoints(checkpoints):
+            poster_only = model in list_models() and set(model_modalities(model)) <= {"image", "det"}
             for what, poster in (("plot only", False), ("poster + plot", True)):
+                if poster_only and not poster:
+                    continue  # the model refuses a plot without a poster
                 runs = [job(handle_file(str(m.poster_path)) if poster else None, m.plot, model, TOP_GENRE)
                         for m in movies]
                 report.add(f"gradio {model}, {what}: probabilities", runs[0][0], [r[0] for r in runs[1:]])

@@ -14,6 +14,7 @@ Feature layouts (``feature_names`` names every column):
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,10 @@ def coco_class_stats(detections: list[Detection], labels: tuple[str, ...], width
 class _BaseDetector(Detector):
     def __init__(self, name: str, labels: tuple[str, ...], *, source: str, pretrained: bool):
         self.name, self.labels, self.source, self.pretrained = name, tuple(labels), source, pretrained
+        # One detector is shared by every predictor (and the explainer) of a process, and neither
+        # OpenCV's CascadeClassifier nor a YOLO predictor (or our forward-hook taps) is
+        # re-entrant: concurrent requests of a web app must take turns.
+        self._lock = threading.RLock()
 
     @property
     def feature_names(self) -> list[str]:
@@ -129,8 +134,9 @@ class HaarDetector(_BaseDetector):
         for (label, _, neighbours), cascade in zip(self.CASCADES, self._cascades):
             if min_sizes[label][0] > w or min_sizes[label][1] > h:
                 continue
-            boxes, counts = cascade.detectMultiScale2(grey, scaleFactor=self.scale_factor, minNeighbors=neighbours,
-                                                      minSize=min_sizes[label])
+            with self._lock:
+                boxes, counts = cascade.detectMultiScale2(grey, scaleFactor=self.scale_factor,
+                                                          minNeighbors=neighbours, minSize=min_sizes[label])
             for (x, y, bw, bh), n in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(counts).reshape(-1)):
                 # score: how many raw windows agreed, squashed to (0, 1); >= 0.5 for accepted boxes
                 score = float(n) / (float(n) + neighbours)
@@ -215,10 +221,12 @@ class _CocoDetector(_BaseDetector):
         raise NotImplementedError
 
     def detect(self, image: Image.Image) -> list[Detection]:
-        return self._run(check_image(image))[0]
+        with self._lock:
+            return self._run(check_image(image))[0]
 
     def _features(self, image: Image.Image) -> np.ndarray:
-        detections, pooled = self._run(image)
+        with self._lock:
+            detections, pooled = self._run(image)
         stats = coco_class_stats(detections, self.labels, *image.size)
         return np.concatenate([stats, pooled]).astype(np.float32)
 
