@@ -89,13 +89,14 @@ def examples_from_data(data_dir: str | Path | None, n: int = N_EXAMPLES) -> list
     split = "test" if "test" in ds.splits else next(iter(ds.splits), None)
     if split is None:
         return []
-    from PIL import Image
+    from mmgenre.analysis import poster_thumbnail
     out = []
     for m in ds.split(split):
         if m.has_poster and m.has_plot:
-            with Image.open(m.poster_path) as im:  # examples are shown as images, not file paths
-                im.thumbnail((300, 450))
-                poster = im.convert("RGB")
+            try:  # examples are shown as images, not file paths; a broken poster is skipped
+                poster = poster_thumbnail(m.poster_path)
+            except InputError:
+                continue
             out.append([poster, m.plot[:EXAMPLE_PLOT_CHARS]])
         if len(out) >= n:
             break

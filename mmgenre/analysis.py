@@ -377,3 +377,15 @@ def modality_gains(leaderboard: pd.DataFrame, metric: str = "micro_f1") -> pd.Da
                      "gain": value[model] - value[best]})
     out = pd.DataFrame(rows, columns=cols)
     return out.sort_values("gain", ascending=False, ignore_index=True)
+
+
+def poster_thumbnail(path: str | Path, max_size: tuple[int, int] = (300, 450)) -> Image.Image:
+    """A validated RGB thumbnail for galleries and examples; ``InputError`` for a bad poster.
+
+    Goes through :func:`mmgenre.data.load_poster`, so only the allowed formats are decoded and
+    bombs, truncated files and non-images are refused before any pixel reaches the UI.
+    """
+    from mmgenre.data import load_poster
+    img = load_poster(path)
+    img.thumbnail(max_size)
+    return img

@@ -55,6 +55,9 @@ def prepare_inputs(poster=None, plot=None) -> Inputs:
     return Inputs(img, text)
 
 
+_MODELS_LOCK = threading.RLock()
+
+
 @functools.lru_cache(maxsize=8)
 def _shared_encoder(kind: str, name: str, weights: str | None, pretrained: bool):
     # Encoders are frozen and stateless at inference, so checkpoints that use the same one share it.
@@ -108,7 +111,9 @@ class Predictor:
         self.modalities: tuple[str, ...] = model_modalities(self.name)
         head_cfg = checkpoint.config.get("head", {})
         self.max_tokens: int | None = head_cfg.get("max_tokens")
-        self._lock = threading.Lock()  # torch modules are not re-entrant across threads
+        # torch modules are not re-entrant across threads, and predictors share encoders
+        # (_shared_encoder), on which explanations register hooks: one lock for all of them.
+        self._lock = _MODELS_LOCK
 
     # -- construction ----------------------------------------------------------------------
     @classmethod

@@ -38,8 +38,6 @@ KINDS = ("poster", "plot", "title", "record", "split")
 SCRIPT = "<script>alert(1)</script>"
 IMG_ONERROR = "<img src=x onerror=alert(1)>"
 JS_LINK = "[click me](javascript:alert(1)) **bold** `code` # heading"
-# Strings that must never reach an HTML-rendering element unescaped.
-RAW_MARKUP = ("<script", "<img", "onerror=", "javascript:alert")
 
 
 @dataclass(frozen=True)
@@ -332,7 +330,7 @@ PLOT_CASES = [
           check=_movie_check(lambda m: "\ufffd" in m.plot, "surrogate replaced")),
     _plot("plot_control_chars", "ghost\x00\x07\x1b[31m haunted\x7f house",
           check=_movie_check(lambda m: not any(c in m.plot for c in "\x00\x07\x1b\x7f"), "controls removed")),
-    _plot("plot_right_to_left", "\u202eمحقق يطارد قاتلا في مدينة \u05d1\u05dc\u05e9 \u05e8\u05d5\u05d7",
+    _plot("plot_right_to_left", "\u202eمحقق يطارد قاتلا \u05d1\u05dc\u05e9 \u05e8\u05d5\u05d7",
           check=_movie_check(lambda m: "محقق" in m.plot and "\u202e" in m.plot, "RTL kept")),
     _plot("plot_emoji", "🎬 A zombie 🧟\u200d♂️ family 👩\u200d👩\u200d👧 on a haunted 🚀 spaceship",
           check=_movie_check(lambda m: "🧟\u200d♂️" in m.plot, "emoji kept")),

@@ -11,6 +11,7 @@ import streamlit as st
 
 from dashboard import loaders
 from mmgenre import analysis as A
+from mmgenre.errors import InputError
 from mmgenre.genres import GENRES
 
 PER_PAGE = 24
@@ -125,8 +126,12 @@ with loaders.guard():
         for row in range(0, len(chunk), COLUMNS):
             cols = st.columns(COLUMNS)
             for col, m in zip(cols, chunk[row:row + COLUMNS]):
-                col.image(str(m.poster_path), width="stretch",
-                          caption=loaders.md_escape(A.movie_label(m)))
+                try:
+                    thumb = A.poster_thumbnail(m.poster_path, (240, 360))
+                except InputError as exc:  # a broken poster gets its message; the page goes on
+                    col.warning(loaders.md_escape(str(exc)))
+                    continue
+                col.image(thumb, width="stretch", caption=loaders.md_escape(A.movie_label(m)))
                 col.caption(loaders.md_escape(", ".join(m.genres)))
 
     st.subheader("Validation report")
