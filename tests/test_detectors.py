@@ -183,3 +183,21 @@ def test_fasterrcnn_weights_round_trip(tmp_path):
     assert loaded.describe()["pretrained"]
     for a, b in zip(random.net.state_dict().values(), loaded.net.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_building_yolo_leaves_pil_open_alone(tmp_path):
+    """ultralytics patches PIL.Image.open on import; mmgenre must undo it so bad posters still
+    raise InputError (not ModuleNotFoundError from a pi-heif auto-install attempt)."""
+    import pytest as _pytest
+    from PIL import Image
+
+    from mmgenre.data import load_poster
+    from mmgenre.encoders import build_encoder
+    from mmgenre.errors import InputError
+
+    build_encoder("detector", "yolov8n", pretrained=False)
+    assert Image.open.__module__.startswith("PIL")
+    bad = tmp_path / "x.jpeg"
+    bad.write_bytes(b"not an image at all")
+    with _pytest.raises(InputError):
+        load_poster(bad)

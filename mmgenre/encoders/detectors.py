@@ -284,8 +284,16 @@ def build_yolov8n(name: str, *, weights=None, pretrained=True, device="cpu", con
     other pickled code) and only then by ultralytics itself. Only pass files you trust.
     """
     import os
+
+    from PIL import Image
     os.environ.setdefault("YOLO_OFFLINE", "1")  # no update checks / asset downloads
+    pil_open = Image.open
     from ultralytics import YOLO
+    from ultralytics.nn.tasks import torch_safe_load
+    # Importing ultralytics replaces PIL.Image.open process-wide with a version that, on an
+    # unreadable file, tries to pip-install pi-heif and raises ModuleNotFoundError instead of
+    # UnidentifiedImageError; that would break mmgenre's bad-poster handling everywhere.
+    Image.open = pil_open
 
     if not pretrained:
         return YoloDetector(name, YOLO("yolov8n.yaml", **overrides), source="yolov8n.yaml (random)",
@@ -297,7 +305,6 @@ def build_yolov8n(name: str, *, weights=None, pretrained=True, device="cpu", con
     path = Path(weights)
     if path.suffix != ".pt" or not path.is_file():
         raise InputError(f"yolov8n weights must be an existing .pt file, got {str(path)!r}")
-    from ultralytics.nn.tasks import torch_safe_load
     try:
         torch_safe_load(str(path), safe_only=True)  # weights_only=True with the known-class allow-list
         yolo = YOLO(str(path), **overrides)
