@@ -103,6 +103,21 @@ def examples_from_data(data_dir: str | Path | None, n: int = N_EXAMPLES) -> list
     return out
 
 
+class PosterInput(gr.Image):
+    """``gr.Image`` that hands the uploaded file's path to mmgenre undecoded.
+
+    Plain ``gr.Image`` opens every upload with PIL before the handler runs, so a zero-byte or
+    non-image upload got Gradio's generic "error" instead of mmgenre's message naming the problem;
+    ``mmgenre.data.load_poster`` does the decoding (and its checks) instead.
+    """
+
+    def get_block_name(self) -> str:
+        return "image"  # the same front-end component as gr.Image
+
+    def preprocess(self, payload):
+        return None if payload is None else payload.path
+
+
 def _error(exc: Exception) -> gr.Error:
     # gr.Error renders HTML: escape the message (it may quote user input).
     return gr.Error(html.escape(str(exc), quote=False))
@@ -172,7 +187,7 @@ def build_demo(checkpoints_dir: str | Path | None = None, data_dir: str | Path |
                         "--out checkpoints/` or set `MMGENRE_CHECKPOINTS`.")
         with gr.Row():
             with gr.Column(scale=1):
-                poster = gr.Image(type="filepath", image_mode=None, label="Poster", sources=["upload"],
+                poster = PosterInput(type="filepath", image_mode=None, label="Poster", sources=["upload"],
                                   height=360)
                 plot = gr.Textbox(label="Plot", lines=6, max_lines=14, max_length=MAX_PLOT_INPUT,
                                   placeholder="A retired detective is drawn back for one last case ...")

@@ -427,8 +427,7 @@ UPLOAD_CASES = [c for c in POSTERS if not c.ok and c.name != "over_upload_limit"
 # Known defect, kept visible: gr.Image(type="filepath") opens the upload with PIL before our
 # handler runs, so for a non-image upload the user sees Gradio's generic error, not mmgenre's
 # message (the app keeps answering). Fix: a gr.File input with our own preview.
-GRADIO_DECODES_FIRST = {"zero_byte", "jpeg_header_only", "text_named_jpeg", "html_named_jpeg", "svg_with_script",
-                        "zip_named_jpeg", "random_bytes", "bomb_header_over_pil_limit"}
+GRADIO_DECODES_FIRST: set[str] = set()  # was 8 cases before dashboard.gradio_app.PosterInput
 UPLOAD_PARAMS = [pytest.param(c, id=c.name, marks=pytest.mark.xfail(
     strict=True, reason="gr.Image decodes non-image uploads before mmgenre validates them"))
     if c.name in GRADIO_DECODES_FIRST else pytest.param(c, id=c.name) for c in UPLOAD_CASES]
