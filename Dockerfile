@@ -21,13 +21,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MMGENRE_LOCK_PATHS=1 \
     HOME=/home/user
 
-# Spaces run the container as uid 1000; serve.py keeps nginx's pid/logs/temp in a temp folder.
+# Spaces run the container as uid 1000 with a read-only app folder; serve.py keeps nginx's
+# pid/logs/temp in a temp folder (tests/test_container.py runs this CMD that way).
 RUN useradd -m -u 1000 user
 WORKDIR /home/user/app
 
-# torch first and pinned, so no other requirement can pull a different build. In a Docker
-# build (and on Spaces) the wheel comes from PyPI, not from a local wheel store.
-RUN pip install torch==2.14.1 torchvision==0.29.1
+# torch first and pinned, so no other requirement can pull a different build: the CPU-only
+# wheels from PyTorch's CPU index (a CPU Space; PyPI's default build bundles CUDA, ~5 GB).
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1
 COPY requirements.txt requirements-nodeps.txt ./
 RUN pip install -r requirements.txt \
     && pip install --no-deps -r requirements-nodeps.txt

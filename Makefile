@@ -36,15 +36,19 @@ test: venv sysdeps
 train: venv
 	$(BIN)/python -m train --data "$(DATA)" --models all --out checkpoints/
 
+# The README's pictures: every page and the Gradio demo, small PNGs in assets/ (needs data).
 screenshots: venv sysdeps
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq chromium >/dev/null; }
-	$(BIN)/python -m dashboard.screenshots screenshots/ --data "$(DATA)" --checkpoints checkpoints/
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: run 'sudo apt-get install -y chromium'"; exit 1; fi; }
+	$(BIN)/python -m dashboard.screenshots assets/ --data "$(DATA)" --checkpoints checkpoints/
 
 bench: venv sysdeps
-	$(BIN)/python -m mmgenre.benchmarks.features --data "$(DATA)"
-	$(BIN)/python -m mmgenre.benchmarks.train --data "$(DATA)"
-	$(BIN)/python -m mmgenre.benchmarks.explain --checkpoint checkpoints/cross_attention --data "$(DATA)" --n 20
-	$(BIN)/python -m mmgenre.benchmarks.dashboard --data "$(DATA)" --checkpoints checkpoints/ --browser
+	$(BIN)/python -m train.benchmarks.features --data "$(DATA)"
+	$(BIN)/python -m train.benchmarks.train --data "$(DATA)"
+	$(BIN)/python -m dashboard.benchmarks.explain --checkpoint checkpoints/cross_attention --data "$(DATA)" --n 20
+	$(BIN)/python -m dashboard.benchmarks.pages --data "$(DATA)" --checkpoints checkpoints/ --browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache

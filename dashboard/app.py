@@ -1,6 +1,6 @@
 """mmgenre dashboard: ``streamlit run dashboard/app.py`` (or ``python -m dashboard.serve``).
 
-Pages: Dataset, Compare, Movie (explanations and error browsing), Predict (the Gradio app).
+Pages: ``dashboard.core.PAGES`` (Dataset, Compare, Movie explorer, Predict: the Gradio app).
 Settings (data and checkpoints folders) live in the sidebar; defaults come from
 ``$MMGENRE_DATA`` and ``$MMGENRE_CHECKPOINTS``.
 """
@@ -17,15 +17,10 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from dashboard import loaders  # noqa: E402
-
-PAGES = Path(__file__).resolve().parent / "app_pages"
+from dashboard.core import PAGES  # noqa: E402
 
 st.set_page_config(page_title="mmgenre", layout="wide")
-page = st.navigation([
-    st.Page(PAGES / "dataset.py", title="Dataset", url_path="dataset", default=True),
-    st.Page(PAGES / "compare.py", title="Compare models", url_path="compare"),
-    st.Page(PAGES / "movie.py", title="Movie explorer", url_path="movie"),
-    st.Page(PAGES / "predict.py", title="Predict", url_path="predict"),
-])
+page = st.navigation([st.Page(p.file, title=p.title, url_path=p.url_path, default=i == 0)
+                      for i, p in enumerate(PAGES)])
 loaders.sidebar()
 page.run()

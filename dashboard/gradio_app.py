@@ -2,9 +2,14 @@
 plot out. ``python -m dashboard.gradio_app [--port 7861]`` runs it alone (also the ``app_file``
 of an ``sdk: gradio`` Hugging Face Space); ``python -m dashboard.serve`` mounts it at /gradio/.
 
-Models are reached only through ``mmgenre.predict.Predictor``; uploads are read by
-``mmgenre.data.load_poster`` (size / format / decompression-bomb checks) from Gradio's temp
-folder and never written anywhere else.
+Models are reached only through ``mmgenre.predict.Predictor``; uploads are read once by
+``mmgenre.poster.load_poster`` (size / format / decompression-bomb checks, bounded size) from
+Gradio's temp folder and never written anywhere else.
+
+Hostile load: the queue is bounded (``QUEUE_SIZE`` waiting, then "busy, retry"), REST routes that
+would skip it are closed, each request's explanation has a time budget (``EXPLAIN_BUDGET_S``;
+the probabilities come first, a late explanation skips its optional parts and says so), and
+error messages name the file as the visitor named it, never a server path.
 """
 from __future__ import annotations
 
@@ -23,64 +28,37 @@ if _ROOT not in sys.path:  # `python dashboard/gradio_app.py` (a Space's app_fil
 
 import gradio as gr  # noqa: E402
 
-from dashboard import views  # noqa: E402
+from dashboard import core, views  # noqa: E402
+from dashboard.core import CHECKPOINTS_ENV_VAR, default_checkpoints, preferred_model  # noqa: E402
+from dashboard.memory import Releaser  # noqa: E402
+from dashboard.messages import display_name, public_message  # noqa: E402
 from mmgenre import analysis as A  # noqa: E402
+from mmgenre.budget import Deadline  # noqa: E402
 from mmgenre.data import DATA_ENV_VAR, MAX_UPLOAD_BYTES, MMIMDb, resolve_data_dir  # noqa: E402
 from mmgenre.errors import EncoderUnavailableError, InputError  # noqa: E402
 from mmgenre.genres import GENRES  # noqa: E402
+from mmgenre.poster import load_poster  # noqa: E402
 
-CHECKPOINTS_ENV_VAR = "MMGENRE_CHECKPOINTS"
 TOP_GENRE = "(top predicted genre)"
 N_EXAMPLES = 6
 EXAMPLE_PLOT_CHARS = 700
 MAX_PLOT_INPUT = 20_000
+BUDGET_ENV_VAR = core.EXPLAIN_BUDGET_ENV_VAR
+# A normal explanation takes about a second on a laptop CPU; past the budget (time in the queue
+# for the model lock included) the optional parts are skipped, so a burst drains quickly.
+EXPLAIN_BUDGET_S = 8.0
+QUEUE_SIZE = 16      # requests waiting beyond the running ones; then "busy, retry"
+CONCURRENCY = 2      # requests run at once (the models themselves run one at a time)
 
 
-def default_checkpoints() -> Path:
-    return Path(os.environ.get(CHECKPOINTS_ENV_VAR, "").strip() or Path(_ROOT) / "checkpoints")
-
-
-def _stamp(folder: Path) -> int:
-    try:
-        return (folder / "config.json").stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
-@functools.lru_cache(maxsize=6)
-def _predictor(folder: str, stamp: int):
-    from mmgenre.predict import Predictor
-    return Predictor.from_checkpoint(folder)
-
-
-def load_predictor(checkpoints: Path, name: str):
-    """Shared Predictor of ``checkpoints/name`` (reloaded when its config changes)."""
-    if name not in A.available_checkpoints(checkpoints):
-        raise InputError(f"no checkpoint named {name!r} in {checkpoints}")
-    folder = checkpoints / name
-    return _predictor(str(folder), _stamp(folder))
-
-
-def preferred_model(models: list[str], checkpoints: Path | None = None) -> str | None:
-    """The model selected at start: the best on the leaderboard (micro-F1) among those that read
-    both poster and plot, else the first such model, else the first."""
-    from mmgenre.leaderboard import read_leaderboard
-    from mmgenre.models import list_models, model_modalities
-    ranked = list(models)
-    if checkpoints is not None:
-        try:
-            board = read_leaderboard(checkpoints)
-            order = [m for m in board.get("model", []) if m in models]
-            ranked = order + [m for m in models if m not in order]
-        except (OSError, ValueError, KeyError):
-            pass  # no or unreadable leaderboard: registry order
-    both = [m for m in ranked if m in list_models() and {"text", "image"} <= set(model_modalities(m))]
-    return both[0] if both else (ranked[0] if ranked else None)
+# Checkpoints folder, cached predictors and the preferred model: dashboard.core's (shared with
+# the Streamlit pages). A module-level name, so tests can replace the loader.
+load_predictor = core.predictor
 
 
 def examples_from_data(data_dir: str | Path | None, n: int = N_EXAMPLES) -> list[list]:
     """[poster image, plot excerpt] of the first ``n`` test movies that have both (or [])."""
-    if not data_dir and not os.environ.get(DATA_ENV_VAR, "").strip():
+    if not data_dir and not core.default_data():
         return []
     try:
         ds = MMIMDb.load(resolve_data_dir(data_dir), skip_bad=True)
@@ -103,24 +81,56 @@ def examples_from_data(data_dir: str | Path | None, n: int = N_EXAMPLES) -> list
     return out
 
 
+class Upload(str):
+    """The server path of an uploaded file that remembers the name the visitor gave it."""
+
+    orig_name: str | None
+
+    def __new__(cls, path: str, orig_name: str | None = None) -> "Upload":
+        self = super().__new__(cls, path)
+        self.orig_name = orig_name
+        return self
+
+
 class PosterInput(gr.Image):
-    """``gr.Image`` that hands the uploaded file's path to mmgenre undecoded.
+    """``gr.Image`` that hands the uploaded file to mmgenre undecoded, as an :class:`Upload`.
 
     Plain ``gr.Image`` opens every upload with PIL before the handler runs, so a zero-byte or
     non-image upload got Gradio's generic "error" instead of mmgenre's message naming the problem;
-    ``mmgenre.data.load_poster`` does the decoding (and its checks) instead.
+    ``mmgenre.poster.load_poster`` does the decoding (and its checks) instead.
     """
 
     def get_block_name(self) -> str:
         return "image"  # the same front-end component as gr.Image
 
     def preprocess(self, payload):
-        return None if payload is None else payload.path
+        return None if payload is None else Upload(payload.path, payload.orig_name)
 
 
 def _error(exc: Exception) -> gr.Error:
-    # gr.Error renders HTML: escape the message (it may quote user input).
-    return gr.Error(html.escape(str(exc), quote=False))
+    # Plain text (API clients get it verbatim) without server paths; the toast that renders it as
+    # HTML sanitises it, and the one visitor-supplied part, the file name, carries no markup.
+    return gr.Error(public_message(exc))
+
+
+def poster_name(poster: str | None) -> str:
+    """How messages name an uploaded poster: the visitor's file name, else "the poster"."""
+    return display_name(getattr(poster, "orig_name", None) or (os.path.basename(poster) if poster else None))
+
+
+@functools.lru_cache(maxsize=1)
+def _releaser() -> Releaser:
+    return Releaser()
+
+
+def explain_budget() -> float:
+    """Seconds per request for its explanation: ``$MMGENRE_EXPLAIN_BUDGET_S`` or the default."""
+    raw = os.environ.get(BUDGET_ENV_VAR, "").strip()
+    try:
+        value = float(raw) if raw else EXPLAIN_BUDGET_S
+    except ValueError:
+        value = EXPLAIN_BUDGET_S
+    return value if value > 0 else EXPLAIN_BUDGET_S
 
 
 def _notes_html(notes: list[str]) -> str:
@@ -128,11 +138,15 @@ def _notes_html(notes: list[str]) -> str:
 
 
 def predict(poster: str | None, plot: str | None, model: str | None, genre: str | None,
-            checkpoints: Path) -> Iterator[tuple[dict, object, str, str]]:
+            checkpoints: Path, *, budget: float | None = None) -> Iterator[tuple[dict, object, str, str]]:
     """Gradio handler, a generator: first the probabilities (fast), then the explanation.
 
-    Yields (probabilities, Grad-CAM overlay or None, highlighted plot HTML, notes HTML).
+    Yields (probabilities, Grad-CAM overlay or None, highlighted plot HTML, notes HTML). The
+    poster is decoded once, at a bounded size; the explanation gets ``budget`` seconds from the
+    start of the request (default :func:`explain_budget`).
     """
+    budget = explain_budget() if budget is None else budget
+    deadline = Deadline(budget)
     try:
         if not model:
             raise InputError(f"no trained model found in {checkpoints}: train one with "
@@ -140,9 +154,19 @@ def predict(poster: str | None, plot: str | None, model: str | None, genre: str 
         if plot and len(plot) > MAX_PLOT_INPUT:
             raise InputError(f"plot: {len(plot):,} characters is too long (limit {MAX_PLOT_INPUT:,})")
         p = load_predictor(checkpoints, model)
-        result = p.predict(poster=poster, plot=plot)
+        image = None if poster is None else load_poster(poster, name=poster_name(poster))
+        result = p.predict(poster=image, plot=plot)
     except (InputError, EncoderUnavailableError) as exc:
         raise _error(exc) from None
+    try:
+        yield from _explained(p, result, image, plot, genre, deadline, budget)
+    finally:
+        del image
+        _releaser().after_request()
+
+
+def _explained(p, result: dict, image, plot: str | None, genre: str | None, deadline: Deadline,
+               budget: float) -> Iterator[tuple[dict, object, str, str]]:
     target = result["predicted"][0] if result["predicted"] else next(iter(result["probabilities"]))
     if genre and genre != TOP_GENRE:
         target = genre
@@ -150,12 +174,12 @@ def predict(poster: str | None, plot: str | None, model: str | None, genre: str 
              f"{', '.join(result['predicted']) or 'none'}. Explained genre: {target}."]
     used = [k for k, v in result["used"].items() if v]
     notes.append(f"Inputs used: {', '.join(used) or 'none'}.")
-    if poster is not None and not result["used"]["poster"]:
+    if image is not None and not result["used"]["poster"]:
         notes.append(f"{result['model']} does not read posters: choose a fusion model for Grad-CAM.")
     yield (result["probabilities"], None, "<p><em>Explaining the prediction ...</em></p>",
            _notes_html(notes))
     try:
-        expl = p.explain(poster=poster, plot=plot, genres=[target])
+        expl = p.explain(poster=image, plot=plot, genres=[target], deadline=deadline)
     except (InputError, EncoderUnavailableError) as exc:
         raise _error(exc) from None
     overlay = views.cam_overlay(expl, target)
@@ -168,11 +192,21 @@ def predict(poster: str | None, plot: str | None, model: str | None, genre: str 
         if text:
             notes.append(text)
     notes.append(f"Explained in {expl.timings.get('total', 0.0):.1f} s.")
+    if expl.cut_short:
+        notes.append(cut_short_note(expl.cut_short, budget))
     yield result["probabilities"], overlay, words, _notes_html(notes)
 
 
-def build_demo(checkpoints_dir: str | Path | None = None, data_dir: str | Path | None = None) -> gr.Blocks:
-    """The Blocks app (queue configured); launch it with :func:`launch_kwargs`."""
+def cut_short_note(skipped: list[str], budget: float) -> str:
+    """The note shown when an explanation ran out of its time budget."""
+    return (f"Explanation cut short: the {budget:g} s budget per request ran out, so these parts "
+            f"were skipped: {', '.join(skipped)}. Try again when the demo is less busy.")
+
+
+def build_demo(checkpoints_dir: str | Path | None = None, data_dir: str | Path | None = None, *,
+               queue_size: int = QUEUE_SIZE, concurrency: int = CONCURRENCY) -> gr.Blocks:
+    """The Blocks app (queue configured: ``concurrency`` running, ``queue_size`` waiting, then
+    "queue is full, try again"); launch it with :func:`launch_kwargs`."""
     checkpoints = Path(checkpoints_dir) if checkpoints_dir else default_checkpoints()
     models = A.available_checkpoints(checkpoints)
     with gr.Blocks(title="mmgenre: movie genres from poster and plot", analytics_enabled=False,
@@ -208,8 +242,10 @@ def build_demo(checkpoints_dir: str | Path | None = None, data_dir: str | Path |
             yield from predict(poster_path, plot_text, model_name, genre_name, checkpoints)
 
         button.click(handler, inputs=[poster, plot, model, genre], outputs=[label, overlay, words, notes],
-                     api_name="predict", concurrency_limit=2)
-    demo.queue(default_concurrency_limit=2, max_size=64)
+                     api_name="predict", concurrency_limit=concurrency)
+    # api_open=False: the REST routes (/run/predict) would run the handler beside the queue,
+    # outside its size and concurrency limits; clients go through the queue (gradio_client does).
+    demo.queue(default_concurrency_limit=concurrency, max_size=queue_size, api_open=False)
     return demo
 
 

@@ -1,13 +1,13 @@
 """Settings, cached loaders and small rendering helpers shared by the Streamlit pages.
 
-Datasets, predictors and explanations are ``st.cache_resource`` (one shared object, never
-mutated by a page); tables are ``st.cache_data``. Every cache key includes the modification
-time of the files it read, so retraining a checkpoint or editing the data shows up on rerun.
+Datasets and explanations are ``st.cache_resource`` (one shared object, never mutated by a
+page); tables are ``st.cache_data``; predictors are ``dashboard.core``'s (shared with Gradio).
+Every cache key includes the modification time of the files it read, so retraining a
+checkpoint or editing the data shows up on rerun. Settings come from ``dashboard.core``.
 """
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,15 +17,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard import core
+from dashboard.core import CHECKPOINTS_ENV_VAR, DATA_ENV_VAR, checkpoint_stamp, mtime_ns
 from mmgenre import analysis as A
-from mmgenre.data import DATA_ENV_VAR, HOW_TO_GET_DATA, MMIMDb, resolve_data_dir
+from mmgenre.data import HOW_TO_GET_DATA, MMIMDb, resolve_data_dir
 from mmgenre.errors import EncoderUnavailableError, InputError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS_ENV_VAR = "MMGENRE_CHECKPOINTS"
-# "1" greys out the path settings (a public Space should not let visitors point it elsewhere).
-LOCK_PATHS_ENV_VAR = "MMGENRE_LOCK_PATHS"
-GRADIO_URL_ENV_VAR = "MMGENRE_GRADIO_URL"
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:=^&\"'])")
 
@@ -34,10 +30,6 @@ def md_escape(text: object) -> str:
     """Text shown through a Markdown-rendering element (captions, st.error, labels) exactly as
     written: every Markdown/HTML special character is backslash-escaped, newlines become spaces."""
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
-
-
-def default_checkpoints() -> str:
-    return os.environ.get(CHECKPOINTS_ENV_VAR, "").strip() or str(REPO_ROOT / "checkpoints")
 
 
 # ------------------------------------------------------------------------------ settings
@@ -50,9 +42,9 @@ class Settings:
 
 def sidebar() -> None:
     """The path settings, rendered in the sidebar on every page (app.py calls this)."""
-    st.session_state.setdefault("data_dir", os.environ.get(DATA_ENV_VAR, "").strip())
-    st.session_state.setdefault("checkpoints_dir", default_checkpoints())
-    locked = os.environ.get(LOCK_PATHS_ENV_VAR, "") == "1"
+    st.session_state.setdefault("data_dir", core.default_data())
+    st.session_state.setdefault("checkpoints_dir", str(core.default_checkpoints()))
+    locked = core.paths_locked()
     with st.sidebar:
         st.text_input("MM-IMDb folder", key="data_dir", disabled=locked,
                       help="The folder holding split.json and dataset/ "
@@ -63,8 +55,8 @@ def sidebar() -> None:
 
 
 def settings() -> Settings:
-    raw = str(st.session_state.get("data_dir", os.environ.get(DATA_ENV_VAR, ""))).strip()
-    ckpt = str(st.session_state.get("checkpoints_dir", "")).strip() or default_checkpoints()
+    raw = str(st.session_state.get("data_dir", core.default_data())).strip()
+    ckpt = str(st.session_state.get("checkpoints_dir", "")).strip() or core.default_checkpoints()
     data_dir, problem = None, None
     if not raw:
         problem = f"No MM-IMDb folder is set. {HOW_TO_GET_DATA}"
@@ -98,25 +90,15 @@ def guard() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------ stamps
-def _mtime(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
+# Every cache key below includes the stamps of what it read (core.checkpoint_stamp for a
+# checkpoint folder: the one staleness rule the Gradio app uses too).
 def data_stamp(root: Path) -> int:
-    return _mtime(root / "split.json") + _mtime(root / "dataset")
-
-
-def checkpoint_stamp(folder: Path) -> int:
-    return sum(_mtime(folder / f) for f in ("config.json", "metrics.json", "predictions.csv",
-                                             "model.safetensors"))
+    return mtime_ns(root / "split.json") + mtime_ns(root / "dataset")
 
 
 def checkpoints_stamp(root: Path) -> tuple[tuple[str, int], ...]:
     return tuple((m, checkpoint_stamp(root / m)) for m in A.available_checkpoints(root)) + (
-        ("leaderboard.csv", _mtime(root / "leaderboard.csv")),)
+        ("leaderboard.csv", mtime_ns(root / "leaderboard.csv")),)
 
 
 # ------------------------------------------------------------------------------ data
@@ -199,36 +181,21 @@ def paired_test(root: Path, a: str, b: str, key: str, n_boot: int = 1000, split:
 
 
 # ------------------------------------------------------------------------------ models
-@st.cache_resource(show_spinner="Loading model ...", max_entries=6)
-def _predictor(folder: str, stamp: int):
-    from mmgenre.predict import Predictor
-    return Predictor.from_checkpoint(folder)
-
-
 def predictor(root: Path, model: str):
-    """A shared :class:`mmgenre.predict.Predictor` (thread-safe; never mutate it)."""
-    folder = root / model
-    return _predictor(str(folder), checkpoint_stamp(folder))
+    """The shared :class:`mmgenre.predict.Predictor` of ``root/model`` (see ``core.predictor``)."""
+    with st.spinner("Loading model ..."):  # shown only when loading takes a moment
+        return core.predictor(root, model)
 
 
 @st.cache_resource(show_spinner="Explaining the prediction ...", max_entries=48)
-def _explanation(folder: str, stamp: int, data_root: str, data: int, imdb_id: str,
+def _explanation(root: str, model: str, stamp: int, data_root: str, data: int, imdb_id: str,
                  genres: tuple[str, ...]):
-    ds = dataset(data_root, data)
-    movie = ds[imdb_id]
-    p = _predictor(folder, stamp)
-    return p.explain(poster=movie.poster_path, plot=movie.plot, genres=list(genres))
+    movie = dataset(data_root, data)[imdb_id]
+    return core.predictor(root, model).explain(poster=movie.poster_path, plot=movie.plot,
+                                               genres=list(genres))
 
 
 def explanation(root: Path, model: str, data_root: Path, imdb_id: str, genres: list[str]):
     """The library's ``Explanation`` of one dataset movie for ``genres`` (shared, read-only)."""
-    folder = root / model
-    return _explanation(str(folder), checkpoint_stamp(folder), str(data_root),
+    return _explanation(str(root), model, checkpoint_stamp(root / model), str(data_root),
                         data_stamp(data_root), imdb_id, tuple(genres))
-
-
-def gradio_url() -> str | None:
-    """Where the Gradio demo is served: ``$MMGENRE_GRADIO_URL`` (``dashboard.serve`` sets it to
-    ``/gradio/``, the same origin), or None when Streamlit runs alone. Operator-set only: a
-    visitor can never choose what the Predict page embeds."""
-    return os.environ.get(GRADIO_URL_ENV_VAR, "").strip() or None

@@ -1,8 +1,11 @@
-"""Screenshots of every page: ``python -m dashboard.screenshots [OUT] [--data DIR]``.
+"""Screenshots of every page: ``python -m dashboard.screenshots [OUT] [--data DIR]`` (``make
+screenshots``).
 
-Starts ``dashboard.serve`` on a free port, then captures each Streamlit page (by its
-``st.navigation`` URL path) and the Gradio app (``/gradio/``) with headless Debian ``chromium``
-(``apt-get install -y chromium``) into OUT (default ``screenshots/``, git-ignored).
+Starts ``dashboard.serve`` on a free port, then captures each Streamlit page of
+``dashboard.core.PAGES`` (by its ``st.navigation`` URL path) and the Gradio app (``/gradio/``,
+after one prediction) with headless Debian ``chromium`` (``apt-get install -y chromium``) into
+OUT (default ``assets/``, which README shows). Each capture is cut to its top ``--max-height``
+pixels, scaled to ``--width`` and stored as a palette PNG, so each file stays a few tens of KB.
 
 Streamlit draws the page over a websocket after the HTML has loaded, so ``--screenshot`` with a
 virtual-time budget catches only the loading skeleton. Instead chromium runs with a DevTools port
@@ -23,25 +26,34 @@ import time
 import urllib.request
 from pathlib import Path
 
+from PIL import Image
+
+from dashboard.core import DATA_ENV_VAR, EXPLAIN_BUDGET_ENV_VAR, PAGES, REPO_ROOT, default_data, page_url
 from dashboard.serve import Server, answers, free_port
 
-# name -> (URL path, width). The first page of st.navigation is served at "/"; query parameters
-# set widgets bound with bind="query-params".
-SHOTS: dict[str, str] = {
-    "dataset": "/",
-    "compare": "/compare",
-    "movie": "/movie?explain_model=gmu",
+# Query parameters set widgets bound with bind="query-params" (bound widgets with a format_func
+# take the shown label in the URL).
+PAGE_QUERY = {"movie": "?explain_model=gmu"}
+# name -> URL path: one shot per page, then the Gradio app; the first page is served at "/".
+SHOTS: dict[str, str] = {p.name: page_url(p) + PAGE_QUERY.get(p.name, "") for p in PAGES}
+SHOTS["gradio"] = "/gradio/"
+# Taken only when named with --only.
+EXTRA_SHOTS: dict[str, str] = {
     "movie_cross_attention": "/movie?explain_model=cross_attention",
-    # Bound widgets with a format_func take the shown label in the URL.
     "movie_errors": "/movie?browse_mode=Errors+of+one+model&err_model=gmu&err_genre=Comedy"
                     "&err_kind=false+positives&explain_model=gmu",
-    "predict": "/predict",
-    "gradio": "/gradio/",
-    "gradio_result": "/gradio/",
+    "gradio_empty": "/gradio/",
+}
+# Where a shot starts (JS giving a y in page pixels) when the top of the page is not the point:
+# the Movie page's explanation (Grad-CAM, word scores) rather than its movie picker.
+CROP_TOP: dict[str, str] = {
+    "movie": "(() => { const h = Array.from(document.querySelectorAll('h2, h3'))"
+             ".find(e => e.textContent.trim() === 'Explanation');"
+             " return h ? Math.max(0, h.getBoundingClientRect().top - 24) : 0; })()",
 }
 # Clicks made after a page is ready, and what must be true before the shot is taken.
 ACTIONS: dict[str, tuple[str, str]] = {
-    "gradio_result": (
+    "gradio": (
         "document.querySelector('tr.tr-body').click();"
         "setTimeout(() => Array.from(document.querySelectorAll('button'))"
         ".find(b => b.textContent.trim() === 'Predict').click(), 1500); true",
@@ -174,34 +186,60 @@ class Browser:
             shutil.rmtree(self.profile, ignore_errors=True)
 
 
+def shrink(path: Path, width: int, max_height: int, top: int = 0, colours: int = 128) -> tuple[int, int]:
+    """Cut ``path`` to ``max_height`` pixels from ``top``, scale it to ``width`` and store it as
+    an optimised palette PNG (UI pictures lose little at 128 colours); returns the new size."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        top = max(0, min(int(top), im.height - 1))
+        im = im.crop((0, top, im.width, min(im.height, top + max_height)))
+        if im.width > width:
+            im = im.resize((width, round(im.height * width / im.width)), Image.Resampling.LANCZOS)
+        im.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            path, optimize=True)
+        return im.size
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dashboard.screenshots", description=__doc__.split("\n")[0])
-    p.add_argument("out", nargs="?", default="screenshots", help="output folder (default screenshots/)")
+    p.add_argument("out", nargs="?", default=str(REPO_ROOT / "assets"), help="output folder (default assets/)")
     p.add_argument("--data", help="MM-IMDb folder (default $MMGENRE_DATA)")
     p.add_argument("--checkpoints", help="checkpoints folder (default $MMGENRE_CHECKPOINTS or ./checkpoints)")
-    p.add_argument("--only", nargs="*", choices=list(SHOTS), help="capture only these")
+    p.add_argument("--only", nargs="*", choices=[*SHOTS, *EXTRA_SHOTS], help="capture only these")
+    p.add_argument("--width", type=int, default=800, help="width of the stored PNG (default 800 px)")
+    p.add_argument("--max-height", type=int, default=1400,
+                   help="keep this many pixels of the page, from its top (default 1400; 0: all)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a page to draw")
     args = p.parse_args(argv)
     chrome = find_chromium()
     if chrome is None:
         print("chromium is not installed: apt-get install -y chromium", file=sys.stderr)
         return 2
+    if not (args.data or default_data()):
+        print(f"the pages need real movies: pass --data DIR or set {DATA_ENV_VAR}", file=sys.stderr)
+        return 2
+    # A picture of a complete explanation, however busy this machine is (serve passes it on).
+    os.environ.setdefault(EXPLAIN_BUDGET_ENV_VAR, "300")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     server = Server(port=port, host="127.0.0.1", streamlit_port=free_port(), gradio_port=free_port(),
-                    data=args.data, checkpoints=args.checkpoints)
+                    data=args.data or None, checkpoints=args.checkpoints)
     browser = None
     try:
         server.start()
         browser = Browser(chrome)
         base = f"http://127.0.0.1:{port}"
+        urls = {**SHOTS, **EXTRA_SHOTS}
         for name in args.only or SHOTS:
             target = out / f"{name}.png"
             t0 = time.perf_counter()
-            ready = browser.shoot(base + SHOTS[name], target, args.timeout, ACTIONS.get(name))
+            ready = browser.shoot(base + urls[name], target, args.timeout, ACTIONS.get(name))
+            top = browser.evaluate(CROP_TOP[name]) if name in CROP_TOP else 0
+            w, h = shrink(target, args.width, args.max_height or MAX_HEIGHT, top or 0)
             note = "" if ready else "  (still drawing at the timeout)"
-            print(f"{target}  ({time.perf_counter() - t0:.0f} s){note}", flush=True)
+            print(f"{target}  {w}x{h}, {target.stat().st_size / 1024:.0f} KB  "
+                  f"({time.perf_counter() - t0:.0f} s){note}", flush=True)
     finally:
         if browser is not None:
             browser.close()

@@ -4,11 +4,19 @@ Starts Streamlit (127.0.0.1:8501) and the Gradio demo (127.0.0.1:7861, ``root_pa
 writes an nginx config from ``nginx.conf.template`` into a temp folder (pid, logs and temp
 files there too, so no root and no /etc are needed) and runs nginx on ``HOST:PORT``:
 ``/`` -> Streamlit (websockets included), ``/gradio/`` -> Gradio. It waits until all three
-answer, prints the URL, and stops every child on Ctrl-C / SIGTERM (or when one of them dies).
+answer, prints the URL, and stops every child on Ctrl-C / SIGTERM / SIGHUP (or when one of them
+dies).
+
+Stopping is idempotent and signal-safe: the signal handlers only record the request (they never
+raise), the loops poll it, and :meth:`Server.stop` runs with those signals blocked, so a second
+Ctrl-C cannot cut the clean-up short. Each child is also told by the kernel to die with serve
+(``PR_SET_PDEATHSIG``): even a ``kill -9`` of serve leaves no server holding the ports.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -22,6 +30,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dashboard.core import CHECKPOINTS_ENV_VAR, DATA_ENV_VAR, GRADIO_URL_ENV_VAR
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 TEMPLATE = HERE / "nginx.conf.template"
@@ -30,6 +40,8 @@ MAX_BODY = "21m"  # uploads: gradio and mmgenre refuse posters over 20 MiB
 NGINX_HINT = ("nginx is not installed. Install it with `apt-get install -y nginx` "
               "(Debian/Ubuntu; `make demo` does this), or run the apps alone: "
               "`streamlit run dashboard/app.py` and `python -m dashboard.gradio_app`.")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def find_nginx() -> str | None:
@@ -95,30 +107,59 @@ def answers(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _prctl():
+    """libc's ``prctl`` (Linux), looked up before any fork; None elsewhere."""
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                               ctypes.c_ulong], ctypes.c_int
+    return fn
+
+
+def die_with_parent(sig: int):
+    """A ``preexec_fn`` that makes the child receive ``sig`` when this process dies (however it
+    dies); None where the platform has no ``PR_SET_PDEATHSIG``."""
+    prctl, parent = _prctl(), os.getpid()
+    if prctl is None:
+        return None
+
+    def preexec() -> None:  # runs in the forked child, before exec: no allocation-heavy work
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+    return preexec
+
+
 @dataclass
 class Child:
     name: str
     cmd: list[str]
     log: Path
     env: dict = field(default_factory=dict)
+    # Sent by the kernel if serve dies without stopping it: nginx gets SIGTERM (its master then
+    # stops its workers), the Python apps SIGKILL (they hold nothing that needs flushing).
+    death_signal: int = signal.SIGKILL
     proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         fh = open(self.log, "ab")  # noqa: SIM115 - the child owns it until it exits
         self.proc = subprocess.Popen(self.cmd, cwd=REPO_ROOT, env=self.env, stdout=fh,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=die_with_parent(self.death_signal))
         fh.close()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.alive():
-            try:  # the whole process group: streamlit/gradio may have spawned helpers
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
+        if self.proc is None:
+            return
+        try:  # the whole process group (nginx workers, helpers), even when its leader has exited
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def tail(self, n: int = 20) -> str:
         try:
@@ -134,6 +175,8 @@ class Server:
                  gradio_port: int = 7861, data: str | None = None, checkpoints: str | None = None):
         self.host, self.port = host, port
         self.streamlit_port, self.gradio_port = streamlit_port, gradio_port
+        self.stop_signal: int | None = None   # set by request_stop (a signal handler)
+        self._stopped = False
         self.tmp = Path(tempfile.mkdtemp(prefix="mmgenre-serve-"))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
@@ -141,11 +184,11 @@ class Server:
         env["GRADIO_TEMP_DIR"] = str(self.tmp / "gradio")   # uploads stay in this temp folder
         env["GRADIO_ANALYTICS_ENABLED"] = "False"
         env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
-        env["MMGENRE_GRADIO_URL"] = GRADIO_PREFIX + "/"
+        env[GRADIO_URL_ENV_VAR] = GRADIO_PREFIX + "/"
         if data is not None:
-            env["MMGENRE_DATA"] = data
+            env[DATA_ENV_VAR] = data
         if checkpoints is not None:
-            env["MMGENRE_CHECKPOINTS"] = checkpoints
+            env[CHECKPOINTS_ENV_VAR] = checkpoints
         nginx = find_nginx()
         if nginx is None:
             raise SystemExit(NGINX_HINT)
@@ -162,7 +205,8 @@ class Server:
                              "--port", str(gradio_port), "--root-path", GRADIO_PREFIX],
                   self.tmp / "gradio.log", env),
             Child("nginx", [nginx, "-p", str(self.tmp), "-e", str(self.tmp / "error.log"),
-                            "-c", str(conf), "-g", "daemon off;"], self.tmp / "nginx.log", env),
+                            "-c", str(conf), "-g", "daemon off;"], self.tmp / "nginx.log", env,
+                  death_signal=signal.SIGTERM),
         ]
 
     @property
@@ -176,7 +220,14 @@ class Server:
                 "gradio": f"http://127.0.0.1:{self.gradio_port}/config",
                 "nginx": f"{local}/_stcore/health", "nginx->gradio": f"{local}{GRADIO_PREFIX}/config"}
 
-    def start(self, timeout: float = 240.0) -> None:
+    def request_stop(self, signum: int, frame=None) -> None:
+        """Signal handler: record the request; start() and wait() return soon after. Never
+        raises, so a signal cannot interrupt the clean-up."""
+        if self.stop_signal is None:
+            self.stop_signal = signum
+
+    def start(self, timeout: float = 240.0) -> bool:
+        """Start the children and wait until all answer; False when a stop was requested first."""
         busy = [p for p in (self.streamlit_port, self.gradio_port) if not port_free(p)]
         if not port_free(self.port, "0.0.0.0" if self.host in ("0.0.0.0", "") else self.host):
             busy.insert(0, self.port)
@@ -184,6 +235,8 @@ class Server:
             raise RuntimeError(f"port(s) {busy} already in use; choose others with --port, "
                                "--streamlit-port, --gradio-port")
         for child in self.children:
+            if self.stop_signal is not None:
+                return False
             child.start()
         pending = self.checks()
         deadline = time.monotonic() + timeout
@@ -195,32 +248,52 @@ class Server:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not answering after {timeout:.0f} s: {', '.join(pending)} "
                                    f"(logs in {self.tmp})")
-            pending = {k: u for k, u in pending.items() if not answers(u)}
+            for name, url in list(pending.items()):
+                if self.stop_signal is not None:
+                    return False
+                if answers(url, timeout=1.0):
+                    del pending[name]
             if pending:
-                time.sleep(0.5)
+                time.sleep(0.25)
+        return self.stop_signal is None
 
     def wait(self) -> int:
-        """Block until a child exits (an error) or a signal arrives (then stop() runs)."""
-        while True:
+        """Block until a child exits (1, an error) or a stop is requested (0)."""
+        while self.stop_signal is None:
             for c in self.children:
                 if not c.alive():
                     print(f"{c.name} exited with code {c.proc.returncode}:\n{c.tail()}", file=sys.stderr)
                     return 1
-            time.sleep(1.0)
+            time.sleep(0.2)
+        return 0
 
-    def stop(self, grace: float = 10.0) -> None:
-        for c in reversed(self.children):  # the proxy first, then the apps
-            c.stop(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for c in self.children:
-            if c.proc is None:
-                continue
-            try:
-                c.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+    def stop(self, grace: float = 8.0) -> None:
+        """Stop every child (SIGTERM, then SIGKILL after ``grace`` s) and remove the temp folder.
+        Idempotent; runs with SIGINT/SIGTERM/SIGHUP blocked (delivered after it returns)."""
+        if self._stopped:
+            return
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for c in reversed(self.children):  # the proxy first, then the apps
+                c.stop(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for c in self.children:
+                if c.proc is None:
+                    continue
+                try:
+                    c.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    c.stop(signal.SIGKILL)
+                    try:
+                        c.proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        print(f"{c.name} (pid {c.proc.pid}) did not exit after SIGKILL", file=sys.stderr)
+            for c in self.children:  # stragglers of each group (helpers, nginx workers)
                 c.stop(signal.SIGKILL)
-                c.proc.wait(5)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self._stopped = True
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,25 +317,20 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(host=args.host, port=args.port, streamlit_port=args.streamlit_port,
                     gradio_port=args.gradio_port, data=args.data, checkpoints=args.checkpoints)
 
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, server.request_stop)
     code = 0
     try:
         print("starting Streamlit, Gradio and nginx ...", file=sys.stderr, flush=True)
-        server.start(args.timeout)
-        print(f"mmgenre dashboard: {server.url}  (Gradio demo: {server.url}gradio/)", flush=True)
-        code = server.wait()
-    except KeyboardInterrupt:
-        print("stopping ...", file=sys.stderr, flush=True)
+        if server.start(args.timeout):
+            print(f"mmgenre dashboard: {server.url}  (Gradio demo: {server.url}gradio/)", flush=True)
+            code = server.wait()
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if server.stop_signal is not None:
+            print("stopping ...", file=sys.stderr, flush=True)
         server.stop()
     return code
 

@@ -25,12 +25,13 @@ def _cmd_explain(args) -> dict:
 
 def _cmd_features(args) -> dict:
     from .data import MMIMDb, resolve_data_dir
-    from .encoders import default_encoder
+    from .encoders import ENCODER_KINDS, default_encoder, option_name
     from .features import extract_features
     ds = MMIMDb.load(resolve_data_dir(args.data), skip_bad=args.skip_bad)
     out = {}
     for kind in args.kinds.split(","):
-        name = getattr(args, f"{kind}_encoder", None) or default_encoder(kind)
+        name = getattr(args, option_name(kind), None) if kind in ENCODER_KINDS else None
+        name = name or default_encoder(kind)
         fs = extract_features(ds, kind, name, cache_root=args.cache, skip_bad=args.skip_bad,
                               batch_size=args.batch_size, shard_size=args.shard_size)
         out[kind] = {"encoder": name, "path": fs.meta["path"], "n": len(fs.ids),
@@ -73,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--out", required=True)
     s = sub.add_parser("features", help="extract and cache encoder features for a dataset")
     s.add_argument("--data")
-    s.add_argument("--kinds", default="text,image,detector")
-    s.add_argument("--text-encoder", dest="text_encoder")
-    s.add_argument("--image-encoder", dest="image_encoder")
-    s.add_argument("--detector", dest="detector_encoder")
+    from .encoders import CLI_FLAGS, ENCODER_KINDS
+    s.add_argument("--kinds", default=",".join(ENCODER_KINDS))
+    for kind in ENCODER_KINDS:
+        s.add_argument(CLI_FLAGS[kind], help=f"the {kind} encoder (default: the offline default)")
     s.add_argument("--cache")
     s.add_argument("--batch-size", type=_positive_int, default=32)
     s.add_argument("--shard-size", type=_positive_int, default=256,

@@ -2,6 +2,10 @@
 
 Every writer goes to a temporary file in the same folder, flushes and fsyncs it, then
 ``os.replace``s it over the target (atomic on POSIX within one file system).
+
+``tempfile`` creates its files 0600 and folders 0700; what is swapped in gets the modes a plain
+``open`` / ``mkdir`` would give (0644 / 0755 under the usual umask 022), so another user, e.g.
+a Space's uid 1000 reading checkpoints written at build time, can read them.
 """
 from __future__ import annotations
 
@@ -17,6 +21,30 @@ from pathlib import Path
 import numpy as np
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (threads may be writing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of a new file under the current umask (0644 under 022)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """Mode of a new folder under the current umask (0755 under 022)."""
+    return 0o777 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success it replaces ``target``."""
@@ -28,6 +56,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
+            os.fchmod(fh.fileno(), file_mode())  # mkstemp made it 0600
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
     finally:
@@ -67,6 +96,7 @@ def replace_dir(staging: Path, target: Path) -> None:
     complete old folder, absent, or the complete new one; never a mix.
     """
     target = Path(target)
+    os.chmod(staging, dir_mode())  # tempfile.mkdtemp made it 0700
     old = target.with_name(f".{target.name}.old")
     if old.exists():
         shutil.rmtree(old)

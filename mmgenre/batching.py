@@ -1,8 +1,7 @@
-"""Turn cached features (or live encoder outputs) into the batch dict every head reads.
+"""Cached features -> the batch dict every head reads (keys: :mod:`mmgenre.schema`).
 
-Batch keys (see ``mmgenre.heads.base``): ``text`` (B,Dt), ``text_tokens`` (B,T,Dt),
-``text_mask`` (B,T), ``image`` (B,Di), ``image_regions`` (B,R,Di), ``det`` (B,Dd),
-``has_text`` (B,), ``has_image`` (B,).
+Each encoder kind writes its own entries (``mmgenre.encoders.kinds``); this module only
+gathers the rows of a fixed list of movies and hands out float32 torch batches.
 """
 from __future__ import annotations
 
@@ -10,8 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
-from .features import FeatureSet
+from mmgenre.encoders.kinds import KINDS
+from mmgenre.features import FeatureSet
+from mmgenre.genres import N_GENRES
+from mmgenre.schema import MODALITIES, Batch
 
 
 @dataclass
@@ -24,7 +27,7 @@ class FeatureTable:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batch(self, idx: np.ndarray | slice | None = None) -> dict[str, torch.Tensor]:
+    def batch(self, idx: np.ndarray | slice | None = None) -> Batch:
         idx = slice(None) if idx is None else idx
         out = {}
         for key, arr in self.arrays.items():
@@ -37,55 +40,35 @@ class FeatureTable:
         return FeatureTable([self.ids[i] for i in rows], {k: v[rows] for k, v in self.arrays.items()})
 
     @property
-    def has_text(self) -> np.ndarray:
-        return self.arrays.get("has_text", np.ones(len(self), dtype=bool))
-
-    @property
-    def has_image(self) -> np.ndarray:
-        return self.arrays.get("has_image", np.ones(len(self), dtype=bool))
+    def dims(self) -> dict[str, int]:
+        """Feature size of each modality in the table, e.g. {"text": 384, "image": 1280}."""
+        return {m: int(self.arrays[m].shape[1]) for m in MODALITIES if m in self.arrays}
 
 
 def build_table(features: dict[str, FeatureSet], ids: list[str], *, sequences: bool,
                 max_tokens: int | None = None) -> FeatureTable:
-    """Gather the rows of ``ids`` from each encoder kind's cache (kinds: text, image, detector)."""
+    """Gather the rows of ``ids`` from each encoder kind's cache; ``sequences`` adds per-token /
+    per-region features, at most ``max_tokens`` tokens."""
     arrays: dict[str, np.ndarray] = {}
-    if "text" in features:
-        fs = features["text"]
-        rows = fs.rows(ids)
-        arrays["text"] = np.asarray(fs.pooled[rows])
-        arrays["has_text"] = np.asarray(fs.present[rows]).astype(bool)
-        if sequences:
-            t = fs.seq.shape[1] if max_tokens is None else min(max_tokens, fs.seq.shape[1])
-            mask = np.asarray(fs.seq_mask[rows, :t])
-            used = max(1, int(mask.any(axis=0).nonzero()[0].max() + 1) if mask.any() else 1)
-            arrays["text_tokens"] = np.asarray(fs.seq[rows, :used])
-            arrays["text_mask"] = mask[:, :used]
-    if "image" in features:
-        fs = features["image"]
-        rows = fs.rows(ids)
-        arrays["image"] = np.asarray(fs.pooled[rows])
-        arrays["has_image"] = np.asarray(fs.present[rows]).astype(bool)
-        if sequences:
-            arrays["image_regions"] = np.asarray(fs.seq[rows])
-    if "detector" in features:
-        fs = features["detector"]
-        rows = fs.rows(ids)
-        arrays["det"] = np.asarray(fs.pooled[rows])
-        arrays.setdefault("has_image", np.asarray(fs.present[rows]).astype(bool))
+    for kind, fs in features.items():
+        arrays.update(KINDS[kind].cached_entries(fs, fs.rows(ids), sequences=sequences, max_tokens=max_tokens))
     return FeatureTable(list(ids), arrays)
 
 
-def text_batch(out, max_tokens: int | None, present: list[bool]) -> dict[str, torch.Tensor]:
-    """Batch entries from a live ``TextEncoder`` output (TextFeatures)."""
-    t = out.tokens.shape[1] if max_tokens is None else min(max_tokens, out.tokens.shape[1])
-    has = torch.tensor(present, dtype=torch.bool)
-    keep = has.float()[:, None]
-    return {"text": out.pooled * keep, "text_tokens": out.tokens[:, :t] * keep[:, :, None],
-            "text_mask": out.mask[:, :t] & has[:, None], "has_text": has}
+@torch.no_grad()
+def predict_table(head: nn.Module, table: FeatureTable, batch_size: int = 256) -> np.ndarray:
+    """(N, n_genres) probabilities of ``head`` (switched to eval mode) over every row of ``table``."""
+    head.eval()
+    out = [torch.sigmoid(head(table.batch(slice(start, start + batch_size))).logits)
+           for start in range(0, len(table), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, N_GENRES), dtype=np.float32)
 
 
-def image_batch(out, present: list[bool]) -> dict[str, torch.Tensor]:
-    """Batch entries from a live ``ImageEncoder`` output (ImageFeatures)."""
-    has = torch.tensor(present, dtype=torch.bool)
-    keep = has.float()[:, None]
-    return {"image": out.pooled * keep, "image_regions": out.regions * keep[:, :, None], "has_image": has}
+def live_batch(encoders: dict, inputs, max_tokens: int | None = None) -> Batch:
+    """One movie's batch (B = 1) from live encoders; gradients flow (no ``no_grad`` here).
+
+    ``encoders``: {kind: encoder}; each reads its source of ``inputs`` (``mmgenre.inputs.Inputs``)."""
+    batch: Batch = {}
+    for enc in encoders.values():
+        batch.update(enc.entries([inputs.source(enc.reads)], max_tokens=max_tokens))
+    return batch

@@ -5,12 +5,19 @@ hyper-parameters and input sizes, the encoders actually used (with their preproc
 genre order, the tuned thresholds, the training config and the data fingerprint. Weights are
 read with safetensors only, so a crafted file cannot run code; a config that names an unknown
 model or encoder, or weights whose shapes do not match, are refused with an ``InputError``.
+
+Checkpoints are portable: :func:`portable` rewrites every absolute path the code resolved
+(encoder weight files, the data folder) before the config is saved: installed packages as
+``site-packages/<package>/...``, paths inside the working folder relative to it, anything else
+by its last part. Names the user chose (encoders, given as a registered name, a hub id or a
+folder) are kept as given: the model is rebuilt from them.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import math
+import os
 import platform
 import tempfile
 from dataclasses import dataclass, field
@@ -34,6 +41,37 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 MAX_CONFIG_BYTES = 2 * 2**20
 _VERSION_PACKAGES = ("torch", "transformers", "timm", "scikit-learn", "numpy", "safetensors")
+
+
+_PACKAGE_DIRS = ("site-packages", "dist-packages")
+# Values that name what to rebuild, as the user gave them; never rewritten.
+_KEPT_KEYS = frozenset({"name", "model", "text_encoder", "image_encoder", "detector"})
+
+
+def portable_path(text: str) -> str:
+    """``text`` unchanged unless it is an absolute path; then a machine-independent name for it."""
+    if not text.startswith("/"):
+        return text
+    parts = Path(text).parts
+    inside = [i for i, part in enumerate(parts) if part in _PACKAGE_DIRS]
+    if inside:  # an installed package's file: which package is what matters (versions are recorded)
+        return "/".join(("site-packages", *parts[inside[-1] + 1:]))
+    try:
+        return Path(text).relative_to(Path.cwd()).as_posix() or "."
+    except ValueError:
+        return parts[-1] if len(parts) > 1 else text
+
+
+def portable(obj):
+    """A copy of a JSON-like ``obj`` with every string value passed through :func:`portable_path`,
+    except the names under ``_KEPT_KEYS``."""
+    if isinstance(obj, dict):
+        return {k: v if k in _KEPT_KEYS and isinstance(v, str) else portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        obj = os.fspath(obj)
+    return portable_path(obj) if isinstance(obj, str) else obj
 
 
 def library_versions() -> dict[str, str]:
@@ -72,7 +110,7 @@ def save_checkpoint(out_dir: str | Path, *, weights: dict[str, np.ndarray], conf
     """Write a whole checkpoint folder atomically (staged in a sibling temp folder, then swapped)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    config = dict(config)
+    config = portable(config)
     config.setdefault("format_version", FORMAT_VERSION)
     config.setdefault("genres", list(GENRES))
     config.setdefault("versions", library_versions())
@@ -145,9 +183,9 @@ def _validate_config(config: dict, where: Path) -> None:
     encoders = config.get("encoders", {})
     if not isinstance(encoders, dict):
         raise bad("'encoders' must be an object")
-    from .encoders import list_encoders
+    from .encoders import ENCODER_KINDS, list_encoders
     for kind, info in encoders.items():
-        if kind not in ("text", "image", "detector") or not isinstance(info, dict):
+        if kind not in ENCODER_KINDS or not isinstance(info, dict):
             raise bad(f"unknown encoder kind {kind!r}")
         name = info.get("name")
         if not isinstance(name, str) or not name:

@@ -13,32 +13,24 @@ with ``skip_bad=True``, the movie is skipped and the problem recorded in the
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import re
-import unicodedata
-import warnings
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from mmgenre.errors import InputError
-from mmgenre.genres import N_GENRES, split_known, to_multi_hot
+from mmgenre.genres import N_GENRES, split_known
+# Records and text checks live in mmgenre.records; re-exported for `from mmgenre.data import Movie`.
+from mmgenre.records import (MAX_PLOT_CHARS, Movie, ValidationReport, clean_plot,  # noqa: F401
+                             clean_text, normalise_id, parse_year, read_movie_json)
+# Poster loading lives in mmgenre.poster; re-exported so `from mmgenre.data import load_poster` works.
+from mmgenre.poster import (ALLOWED_IMAGE_FORMATS, MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS,  # noqa: F401
+                            MAX_UPLOAD_BYTES, MIN_IMAGE_SIDE, load_poster)
 
-MAX_PLOT_CHARS = 20_000          # longer plots are truncated (and recorded), not rejected
-MAX_IMAGE_PIXELS = 40_000_000    # decompression-bomb guard, checked from the header before decoding
-MIN_IMAGE_SIDE = 16              # 1x1 or 1x10000 "posters" are rejected
-MAX_ASPECT_RATIO = 20.0          # a 16x4000 strip is not a poster either
-MAX_UPLOAD_BYTES = 20 * 2**20    # posters are a few hundred KB; anything over 20 MiB is refused
-# Raster formats a poster may come in; PIL's rarer decoders are not exposed to uploads.
-ALLOWED_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 POSTER_SUFFIXES = (".jpeg", ".jpg", ".png")   # official is .jpeg; the others are accepted too
 DATA_ENV_VAR = "MMGENRE_DATA"
 PROGRESS_MIN_FILES = 500
@@ -49,277 +41,6 @@ HOW_TO_GET_DATA = (
     "http://lisi1.unal.edu.co/mmimdb/), extract it with `tar -xzf mmimdb.tar.gz`, and pass the "
     f"folder that holds split.json and dataset/ as --data, or set {DATA_ENV_VAR}=<that folder>."
 )
-
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")   # ids become file names: no separators, no '..'
-_HSPACE_RE = re.compile(r"[^\S\n]+")            # whitespace other than newline
-_BLANK_LINES_RE = re.compile(r"\n{3,}")
-# Control characters (Unicode Cc) that are not whitespace; \t \v \f \x1c-\x1f \x85 become spaces.
-_CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-
-
-# --------------------------------------------------------------------------- records
-@dataclass(frozen=True)
-class Movie:
-    """One MM-IMDb movie. ``plot`` is cleaned text ("" when missing); ``genres`` are canonical."""
-
-    imdb_id: str
-    title: str
-    year: int | None
-    plot: str
-    genres: tuple[str, ...]
-    poster_path: Path | None
-    split: str | None
-
-    @property
-    def labels(self) -> np.ndarray:
-        """(23,) float32 multi-hot vector in ``GENRES`` order."""
-        return to_multi_hot(self.genres)
-
-    @property
-    def has_poster(self) -> bool:
-        return self.poster_path is not None
-
-    @property
-    def has_plot(self) -> bool:
-        return bool(self.plot)
-
-
-@dataclass
-class ValidationReport:
-    """What loading found: counts, and every file that was odd, repaired or skipped."""
-
-    n_movies: int = 0
-    per_split: dict[str, int] = field(default_factory=dict)
-    missing_posters: list[str] = field(default_factory=list)
-    empty_plots: list[str] = field(default_factory=list)
-    truncated_plots: list[str] = field(default_factory=list)
-    dropped_genres: Counter = field(default_factory=Counter)
-    movies_without_genres: list[str] = field(default_factory=list)
-    bad_files: list[tuple[str, str]] = field(default_factory=list)
-    skipped_ids: list[str] = field(default_factory=list)
-    duplicate_ids: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["dropped_genres"] = dict(self.dropped_genres.most_common())
-        d["bad_files"] = [[p, r] for p, r in self.bad_files]
-        return d
-
-    def summary(self) -> str:
-        splits = ", ".join(f"{k} {v}" for k, v in self.per_split.items())
-        n_posters = self.n_movies - len(self.missing_posters)
-        dropped = ", ".join(f"{g} x{n}" for g, n in self.dropped_genres.most_common()) or "none"
-        lines = [
-            f"{self.n_movies} movies ({splits})",
-            f"posters: {n_posters} present, {len(self.missing_posters)} missing",
-            f"plots: {len(self.empty_plots)} empty, {len(self.truncated_plots)} truncated"
-            f" to {MAX_PLOT_CHARS} chars",
-            f"genres: {len(self.movies_without_genres)} movies without a known genre;"
-            f" dropped labels: {dropped}",
-            f"duplicate ids: {len(self.duplicate_ids)}",
-            f"skipped: {len(self.skipped_ids)} movies, {len(self.bad_files)} bad files",
-        ]
-        lines += [f"  bad file {p}: {r}" for p, r in self.bad_files[:10]]
-        if len(self.bad_files) > 10:
-            lines.append(f"  ... and {len(self.bad_files) - 10} more")
-        return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- text
-def _clean_text(text: Any, what: str = "plot") -> tuple[str, bool]:
-    """(cleaned text, was it truncated). See :func:`clean_plot`."""
-    if text is None:
-        return "", False
-    if isinstance(text, (bytes, bytearray)):
-        text = bytes(text).decode("utf-8", errors="replace")
-    elif not isinstance(text, str):
-        if not isinstance(text, Sequence):
-            raise InputError(f"{what}: expected text or a list of text, got {type(text).__name__}")
-        parts = []
-        for i, part in enumerate(text):
-            if part is None:
-                continue
-            if isinstance(part, (bytes, bytearray)):
-                part = bytes(part).decode("utf-8", errors="replace")
-            if not isinstance(part, str):
-                raise InputError(f"{what}[{i}]: expected text, got {type(part).__name__}")
-            parts.append(part)
-        text = " ".join(parts)
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-    # Drop control characters (keep newline; tab becomes a space below) and replace lone
-    # surrogates, which JSON "\ud800" escapes can produce and which cannot be encoded to UTF-8.
-    text = _SURROGATE_RE.sub("\ufffd", _CONTROL_RE.sub("", text))
-    text = _HSPACE_RE.sub(" ", text)
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    text = _BLANK_LINES_RE.sub("\n\n", text).strip()
-    if len(text) > MAX_PLOT_CHARS:
-        return text[:MAX_PLOT_CHARS].rstrip(), True
-    return text, False
-
-
-def clean_plot(text: str | Sequence[str] | bytes | None) -> str:
-    """Normalise a plot: lists joined with " ", bytes decoded as UTF-8 (bad bytes -> U+FFFD),
-    control characters removed, runs of spaces collapsed (at most one blank line kept),
-    None or whitespace -> "", and cut to ``MAX_PLOT_CHARS``."""
-    return _clean_text(text)[0]
-
-
-# --------------------------------------------------------------------------- movie json
-def read_movie_json(path: str | Path) -> dict:
-    """Parse and type-check one ``dataset/<id>.json``; InputError names the file and the problem.
-
-    ``plot`` may be missing/null (empty plot), a string or a list of strings; ``genres`` must be
-    a list of strings. Non-UTF-8 bytes are replaced (U+FFFD) rather than rejected, so one bad
-    byte in a long plot does not cost the movie.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read movie file ({e.strerror or e})") from e
-    if not raw.strip():
-        raise InputError(f"{path}: empty file, expected a JSON object")
-    try:
-        data = json.loads(raw.decode("utf-8-sig", errors="replace"))
-    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, or an int over 4300 digits
-        raise InputError(f"{path}: corrupt JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    plot = data.get("plot")
-    if not (plot is None or isinstance(plot, str)
-            or (isinstance(plot, list) and all(isinstance(p, str) for p in plot))):
-        raise InputError(f"{path}: field 'plot' must be a string or a list of strings")
-    if "genres" not in data:
-        raise InputError(f"{path}: missing field 'genres'")
-    genres = data["genres"]
-    if not (isinstance(genres, list) and all(isinstance(g, str) for g in genres)):
-        raise InputError(f"{path}: field 'genres' must be a list of strings")
-    title = data.get("title")
-    if title is not None and not isinstance(title, (str, int, float)):
-        raise InputError(f"{path}: field 'title' must be a string")
-    year = data.get("year")
-    if year is not None and (isinstance(year, bool) or not isinstance(year, (str, int, float))):
-        raise InputError(f"{path}: field 'year' must be a number or a string")
-    return data
-
-
-def _parse_year(value: Any) -> int | None:
-    """1999, 1999.0, "1999", "1999-2004" -> 1999; anything else -> None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return int(value) if float(value).is_integer() and 1800 <= value <= 2200 else None
-    m = re.match(r"\s*(\d{4})", str(value))
-    return int(m.group(1)) if m else None
-
-
-def _normalise_id(value: Any) -> str | None:
-    """split.json id -> file stem: ints are zero-padded to 7 digits, strings kept; else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and value >= 0:
-        return f"{value:07d}"
-    if isinstance(value, str) and _ID_RE.match(value.strip()):
-        return value.strip()
-    return None
-
-
-# --------------------------------------------------------------------------- images
-def _format_name(src: Any, name: str | None) -> str:
-    if name:
-        return name
-    if isinstance(src, (str, Path)):
-        return str(src)
-    if isinstance(src, Image.Image):
-        return getattr(src, "filename", "") or "<PIL image>"
-    return "<uploaded image>"
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. Transparency is composited on white; 16/32-bit is rescaled."""
-    mode = img.mode
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if mode.startswith("I") or mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        hi = arr.max() if arr.size else 0.0
-        if mode.startswith("I;16") or (mode == "I" and 255 < hi <= 65535 and arr.min() >= 0):
-            arr = arr / 257.0                     # 16-bit full range -> 8-bit
-        elif mode == "F" and arr.size and arr.min() >= 0 and hi <= 1.0:
-            arr = arr * 255.0
-        elif hi > 255 or (arr.size and arr.min() < 0):
-            lo = arr.min()
-            arr = (arr - lo) * (255.0 / max(hi - lo, 1e-12))
-        grey = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
-        return grey.convert("RGB")
-    return img.convert("RGB")
-
-
-def load_poster(src: str | Path | bytes | Image.Image, *, name: str | None = None) -> Image.Image:
-    """Open, fully decode and validate a poster; returns an upright RGB image.
-
-    ``src`` is a file path, the file's bytes (an upload) or a PIL image. Zero-byte, truncated
-    or non-image data, decompression bombs (> ``MAX_IMAGE_PIXELS``) and absurd sizes (a side
-    under ``MIN_IMAGE_SIDE``) raise InputError naming the file (``name`` overrides the label).
-    """
-    label = _format_name(src, name)
-    if isinstance(src, Image.Image):
-        img = src
-    else:
-        if isinstance(src, (str, Path)):
-            try:
-                with open(src, "rb") as f:
-                    data = f.read(MAX_UPLOAD_BYTES + 1)
-            except OSError as e:
-                raise InputError(f"{label}: cannot read image ({e.strerror or e})") from e
-        elif isinstance(src, (bytes, bytearray, memoryview)):
-            data = bytes(src)
-        else:
-            raise InputError(f"{label}: expected a path, bytes or a PIL image, "
-                             f"got {type(src).__name__}")
-        if not data:
-            raise InputError(f"{label}: zero-byte file, not an image")
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise InputError(f"{label}: file is over {MAX_UPLOAD_BYTES // 2**20} MiB")
-        Image.init()        # registers every plugin, so that formats= can name WEBP and TIFF
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(data), formats=ALLOWED_IMAGE_FORMATS)
-        except Image.DecompressionBombError as e:
-            raise InputError(f"{label}: image too large (decompression bomb?): {e}") from e
-        except Exception as e:  # noqa: BLE001 - any decoder failure means "not an image"
-            raise InputError(f"{label}: not a readable image (formats "
-                             f"{', '.join(ALLOWED_IMAGE_FORMATS)})") from e
-
-    w, h = img.size
-    if w * h > MAX_IMAGE_PIXELS:
-        raise InputError(f"{label}: image too large ({w}x{h} = {w * h:,} pixels > "
-                         f"{MAX_IMAGE_PIXELS:,}; decompression bomb?)")
-    if min(w, h) < MIN_IMAGE_SIDE or max(w, h) > MAX_ASPECT_RATIO * min(w, h):
-        raise InputError(f"{label}: absurd size {w}x{h} for a poster (each side must be "
-                         f">= {MIN_IMAGE_SIDE} px, aspect ratio <= {MAX_ASPECT_RATIO:g})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img.load()
-    except Image.DecompressionBombError as e:
-        raise InputError(f"{label}: image too large (decompression bomb?): {e}") from e
-    except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, EOFError, struct.error, ...
-        raise InputError(f"{label}: truncated or corrupt image data ({e})") from e
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:   # noqa: BLE001 - a broken EXIF block must not cost a good image
-        pass
-    try:
-        return _to_rgb(img)
-    except Exception as e:  # noqa: BLE001 - e.g. LAB or unusual TIFF modes
-        raise InputError(f"{label}: cannot convert colour mode {img.mode} to RGB ({e})") from e
-
 
 # --------------------------------------------------------------------------- dataset
 def resolve_data_dir(path: str | Path | None = None) -> Path:
@@ -401,7 +122,7 @@ class MMIMDb:
         seen: set[str] = set()
         for split_name, raw_ids in raw_splits.items():
             for pos, raw_id in enumerate(raw_ids):
-                imdb_id = _normalise_id(raw_id)
+                imdb_id = normalise_id(raw_id)
                 if imdb_id is None:
                     bad(split_path, f"split '{split_name}' entry {pos}: invalid id {raw_id!r}",
                         str(raw_id))
@@ -430,9 +151,9 @@ class MMIMDb:
                 if file_id is not None and _digits(file_id) != _digits(imdb_id):
                     raise InputError(f"{json_path}: imdb_id {file_id!r} does not match the "
                                      f"file name")
-                plot, truncated = _clean_text(data.get("plot"), f"{json_path}: plot")
+                plot, truncated = clean_text(data.get("plot"), f"{json_path}: plot")
                 raw_title = data.get("title")
-                title = _clean_text(raw_title if isinstance(raw_title, str) or raw_title is None
+                title = clean_text(raw_title if isinstance(raw_title, str) or raw_title is None
                                     else str(raw_title), f"{json_path}: title")[0]
             except InputError as e:
                 bad(json_path, str(e).removeprefix(f"{json_path}: "), imdb_id)
@@ -461,7 +182,7 @@ class MMIMDb:
             else:
                 poster_bytes[imdb_id] = poster.stat().st_size
             movies[imdb_id] = Movie(imdb_id=imdb_id, title=title,
-                                    year=_parse_year(data.get("year")), plot=plot,
+                                    year=parse_year(data.get("year")), plot=plot,
                                     genres=tuple(kept), poster_path=poster_path,
                                     split=split_name)
             splits[split_name].append(imdb_id)

@@ -29,8 +29,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import atomic
-from .data import MMIMDb, Movie, load_poster
-from .encoders import build_encoder
+from .data import MMIMDb, Movie
+from .encoders import KINDS, build_encoder
+from .poster import load_poster
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,16 @@ def _shard_is_valid(path: Path, chunk: list[Movie]) -> bool:
 
 @torch.inference_mode()
 def _encode_chunk(kind, encoder, chunk, batch_size, max_tokens, skip_bad, bad, bar) -> dict:
-    if kind == "text":
-        return _encode_text(encoder, chunk, batch_size, max_tokens, bar)
+    if kind not in KINDS:
+        raise InputError(f"unknown encoder kind {kind!r}; expected one of {', '.join(KINDS)}")
+    items = _sources(chunk, KINDS[kind].reads, skip_bad, bad)
+    return encoder.encode(items, batch_size=batch_size, max_tokens=max_tokens, progress=bar.update)
+
+
+def _sources(chunk: list[Movie], source: str, skip_bad: bool, bad: list) -> list:
+    """The plots, or the decoded posters (None where missing; bad files raise or are recorded)."""
+    if source == "plot":
+        return [m.plot for m in chunk]
     images = []
     for m in chunk:
         img = None
@@ -161,67 +170,7 @@ def _encode_chunk(kind, encoder, chunk, batch_size, max_tokens, skip_bad, bad, b
                     raise
                 bad.append((str(m.poster_path), str(exc)))
         images.append(img)
-    if kind == "image":
-        return _encode_images(encoder, images, batch_size, bar)
-    if kind == "detector":
-        feats = np.zeros((len(chunk), encoder.dim), dtype=np.float32)
-        for i, img in enumerate(images):
-            if img is not None:
-                feats[i] = encoder.features(img)
-            bar.update(1)
-        present = np.array([img is not None for img in images])
-        return {"pooled": feats.astype(np.float16), "present": present}
-    raise InputError(f"unknown encoder kind {kind!r}; expected text, image or detector")
-
-
-def _encode_text(encoder, chunk, batch_size, max_tokens, bar) -> dict:
-    plots = [m.plot for m in chunk]
-    n = len(plots)
-    pooled = np.zeros((n, encoder.dim), dtype=np.float16)
-    seq = np.zeros((n, max_tokens, encoder.dim), dtype=np.float16)
-    mask = np.zeros((n, max_tokens), dtype=bool)
-    present = np.array([bool(p.strip()) for p in plots])
-    # Longest first, so each batch pads to similar lengths (2-3x faster than file order).
-    order = sorted(np.flatnonzero(present), key=lambda i: -len(plots[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        toks = encoder.tokenize([plots[i] for i in idx])
-        out = encoder(toks["input_ids"], toks["attention_mask"])
-        t = min(max_tokens, out.tokens.shape[1])
-        pooled[idx] = out.pooled.float().numpy()
-        seq[idx, :t] = out.tokens[:, :t].float().numpy()
-        mask[idx, :t] = out.mask[:, :t].numpy()
-        bar.update(len(idx))
-    bar.update(n - len(order))
-    return {"pooled": pooled, "seq": seq, "seq_mask": mask, "present": present}
-
-
-def _encode_images(encoder, images, batch_size, bar) -> dict:
-    n = len(images)
-    present = np.array([img is not None for img in images])
-    pooled = seq = mask = None
-    idx_all = np.flatnonzero(present)
-    for start in range(0, len(idx_all), batch_size):
-        idx = idx_all[start:start + batch_size]
-        pixels = encoder.preprocess_batch([images[i] for i in idx])
-        out = encoder(pixels)
-        if pooled is None:
-            r = out.regions.shape[1]
-            pooled = np.zeros((n, encoder.dim), dtype=np.float16)
-            seq = np.zeros((n, r, encoder.dim), dtype=np.float16)
-            mask = np.zeros((n, r), dtype=bool)
-        pooled[idx] = out.pooled.float().numpy()
-        seq[idx] = out.regions.float().numpy()
-        mask[idx] = True
-        bar.update(len(idx))
-    bar.update(n - len(idx_all))
-    if pooled is None:  # a shard with no poster at all: probe the region count once
-        probe = encoder(torch.zeros(1, 3, *encoder.input_size))
-        r = probe.regions.shape[1]
-        pooled = np.zeros((n, encoder.dim), dtype=np.float16)
-        seq = np.zeros((n, r, encoder.dim), dtype=np.float16)
-        mask = np.zeros((n, r), dtype=bool)
-    return {"pooled": pooled, "seq": seq, "seq_mask": mask, "present": present}
+    return images
 
 
 def _consolidate(out: Path, shard_dir: Path, n_shards: int, kind: str, encoder, encoder_name: str,

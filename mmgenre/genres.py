@@ -54,7 +54,3 @@ def to_multi_hot(genres: Iterable[str]) -> np.ndarray:
     for g in split_known(genres)[0]:
         y[GENRE_INDEX[g]] = 1.0
     return y
-
-
-def from_multi_hot(y: Iterable[float], threshold: float = 0.5) -> list[str]:
-    return [g for g, v in zip(GENRES, y) if v >= threshold]

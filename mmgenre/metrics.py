@@ -3,11 +3,9 @@ threshold tuning, curves and bootstrap confidence intervals.
 
 Accuracy, Hamming, precision / recall / F1, the per-genre table and the curves come straight
 from scikit-learn. The bootstrap recomputes the same metrics for many resamples at once with
-numpy: resampling movies with replacement is the same as weighting each movie by how often it
-was drawn, so every count-based metric becomes a matrix product with the (n_boot, N)
-multiplicity matrix, and ROC-AUC / average precision become weighted prefix sums over one sort
-of the scores. The point ROC-AUC / mAP reuse that path with every weight 1 (sklearn's per-call
-validation is too slow for 23 genres x 4 averages). Tests check both paths equal scikit-learn.
+numpy (:mod:`mmgenre.resampling`); the point ROC-AUC / mAP reuse that path with every weight 1
+(sklearn's per-call validation is too slow for 23 genres x 4 averages). Tests check both paths
+equal scikit-learn.
 """
 from __future__ import annotations
 
@@ -27,6 +25,7 @@ from sklearn.metrics import (
 
 from mmgenre.errors import InputError
 from mmgenre.genres import GENRE_INDEX, GENRES, N_GENRES, normalize_genre
+from mmgenre.resampling import multiplicities, rank_metrics, resampled_metrics
 
 METRIC_KEYS: tuple[str, ...] = (
     "accuracy", "hamming_accuracy",
@@ -42,19 +41,24 @@ LEADERBOARD_KEYS: tuple[str, ...] = (
 DEFAULT_GRID = np.round(np.arange(0.02, 0.96, 0.02), 2)
 
 _AVERAGES = ("micro", "macro", "weighted", "samples")
-_RANK_KEYS = ("roc_auc_macro", "roc_auc_micro", "map_macro", "map_micro")
 
 
 # ----------------------------------------------------------------------------- validation
-def _check_prob(y_prob, name: str = "y_prob") -> np.ndarray:
+def _matrix(values, name: str) -> np.ndarray:
+    """A non-empty (N, 23) float64 array, or InputError naming ``name``."""
     try:
-        arr = np.asarray(y_prob, dtype=np.float64)
+        arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name}: not a numeric array ({exc})") from exc
     if arr.ndim != 2 or arr.shape[1] != N_GENRES:
         raise InputError(f"{name}: expected shape (N, {N_GENRES}), got {arr.shape}")
     if arr.shape[0] == 0:
         raise InputError(f"{name}: no rows (N == 0); nothing to evaluate")
+    return arr
+
+
+def _check_prob(y_prob, name: str = "y_prob") -> np.ndarray:
+    arr = _matrix(y_prob, name)
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{name}: contains NaN or infinite values")
     if arr.min() < 0.0 or arr.max() > 1.0:
@@ -64,14 +68,7 @@ def _check_prob(y_prob, name: str = "y_prob") -> np.ndarray:
 
 
 def _check_true(y_true, n_rows: int | None = None, prob_name: str = "y_prob") -> np.ndarray:
-    try:
-        arr = np.asarray(y_true, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"y_true: not a numeric array ({exc})") from exc
-    if arr.ndim != 2 or arr.shape[1] != N_GENRES:
-        raise InputError(f"y_true: expected shape (N, {N_GENRES}), got {arr.shape}")
-    if arr.shape[0] == 0:
-        raise InputError("y_true: no rows (N == 0); nothing to evaluate")
+    arr = _matrix(y_true, "y_true")
     if n_rows is not None and arr.shape[0] != n_rows:
         raise InputError(f"y_true has {arr.shape[0]} rows but {prob_name} has {n_rows}")
     if not np.all((arr == 0) | (arr == 1)):
@@ -134,7 +131,7 @@ def compute_metrics(y_true, y_prob, thresholds: np.ndarray | float = 0.5) -> dic
     # Ranking metrics: the numpy path shared with the bootstrap (one resample = every movie once).
     # It equals sklearn's roc_auc_score / average_precision_score (checked in the tests) but skips
     # their per-call validation, which alone costs ~70 ms on the 2,608-movie dev set.
-    rank = _rank_metrics(yt, prob, np.ones((1, yt.shape[0]), dtype=np.int32))
+    rank = rank_metrics(yt, prob, np.ones((1, yt.shape[0]), dtype=np.int32))
     out.update({k: float(v[0]) for k, v in rank.items()})
     out = {k: out[k] for k in METRIC_KEYS}
     out["n_genres_scored"] = float(_scored_columns(yt).size)
@@ -214,146 +211,7 @@ def curves(y_true, y_prob, genre: str) -> dict:
             "roc": (fpr.tolist(), tpr.tolist(), roc_thr.tolist())}
 
 
-def complete_pairs_mask(has_text: np.ndarray, has_image: np.ndarray) -> np.ndarray:
-    """Boolean mask of movies that have both a plot and a poster."""
-    masks = []
-    for name, arr in (("has_text", has_text), ("has_image", has_image)):
-        a = np.asarray(arr)
-        if a.ndim != 1:
-            raise InputError(f"{name}: expected a 1-D array, got shape {a.shape}")
-        if a.dtype != bool and not (np.issubdtype(a.dtype, np.number) and np.all((a == 0) | (a == 1))):
-            raise InputError(f"{name}: expected booleans or 0/1 values")
-        masks.append(a.astype(bool))
-    if masks[0].shape != masks[1].shape:
-        raise InputError(f"has_text has {masks[0].size} entries but has_image has {masks[1].size}")
-    return masks[0] & masks[1]
-
-
 # ----------------------------------------------------------------------------- bootstrap
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den with 0 where den == 0 (scikit-learn's zero_division=0)."""
-    return np.divide(num, den, out=np.zeros(np.broadcast_shapes(num.shape, den.shape)), where=den > 0)
-
-
-def _count_metrics(yt: np.ndarray, yp: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
-    """Threshold-based metrics for each row of the multiplicity matrix ``w`` (B, N)."""
-    n = w.sum(axis=1)  # resample sizes (== N)
-    hit, t, p = yt * yp, yt, yp
-    tp, fp, fn = w @ hit, w @ (p - hit), w @ (t - hit)  # (B, 23) per-genre counts
-    support = tp + fn
-    out = {
-        "accuracy": w @ np.all(yt == yp, axis=1).astype(np.float64) / n,
-        "hamming_accuracy": 1.0 - w @ (yt != yp).sum(axis=1).astype(np.float64) / (n * N_GENRES),
-    }
-    # micro: pooled counts; macro / weighted: per-genre scores averaged (weights = support).
-    stp, sfp, sfn = tp.sum(1), fp.sum(1), fn.sum(1)
-    out["precision_micro"] = _safe_div(stp, stp + sfp)
-    out["recall_micro"] = _safe_div(stp, stp + sfn)
-    out["micro_f1"] = _safe_div(2 * stp, 2 * stp + sfp + sfn)
-    per_genre = {"precision": _safe_div(tp, tp + fp), "recall": _safe_div(tp, tp + fn),
-                 "f1": _safe_div(2 * tp, 2 * tp + fp + fn)}
-    for name, score in per_genre.items():
-        key_macro = "macro_f1" if name == "f1" else f"{name}_macro"
-        key_weighted = "weighted_f1" if name == "f1" else f"{name}_weighted"
-        out[key_macro] = score.mean(axis=1)
-        out[key_weighted] = _safe_div((score * support).sum(1), support.sum(1))
-    # samples: per-movie scores (fixed for each movie), averaged with multiplicities.
-    mtp = hit.sum(1).astype(np.float64)
-    mfp, mfn = p.sum(1) - mtp, t.sum(1) - mtp
-    out["precision_samples"] = w @ _safe_div(mtp, mtp + mfp) / n
-    out["recall_samples"] = w @ _safe_div(mtp, mtp + mfn) / n
-    out["samples_f1"] = w @ _safe_div(2 * mtp, 2 * mtp + mfp + mfn) / n
-    return out
-
-
-def _weighted_auc_ap(y: np.ndarray, score: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
-    """ROC-AUC, AP, positive weight and negative weight of one ranking for each row of ``w``.
-
-    ``w`` is a (B, n) integer matrix of row multiplicities. Same values as scikit-learn: scores
-    are grouped into tie groups (so weighting equals duplicating rows), and only groups holding
-    positives contribute. With tp_g / fp_g the positive / negative weight in group g and
-    TP_g / FP_g the cumulative weights down to g (scores sorted descending):
-    AP = sum_g (tp_g / P) * TP_g / (TP_g + FP_g), and AUC (the trapezoidal ROC area) =
-    sum_g tp_g * (N - FP_g + fp_g / 2) / (P * N), N being the total negative weight.
-    """
-    order = np.argsort(-score)  # order inside a tie group is irrelevant
-    s, ys = score[order], y[order]
-    new_group = np.r_[True, s[1:] != s[:-1]]
-    starts = np.flatnonzero(new_group)
-    ends = np.r_[starts[1:], s.size] - 1
-    pos_at = np.flatnonzero(ys == 1)  # sorted positions of positives
-    gp = np.cumsum(new_group)[pos_at] - 1  # tie group of each positive (non-decreasing)
-    gp = gp[np.r_[True, gp[1:] != gp[:-1]]] if gp.size else gp  # each such group once
-    ws = w[:, order]
-    # Prefix sums with a leading 0 column: cum[:, k] = weight of the first k sorted rows.
-    zero = np.zeros((w.shape[0], 1), dtype=np.int32)  # weights sum to n: int32 is exact
-    cum_all = np.hstack([zero, np.cumsum(ws, axis=1, dtype=np.int32)])
-    cum_pos = np.hstack([zero, np.cumsum(ws[:, pos_at], axis=1, dtype=np.int32)])
-    n_pos_end = np.searchsorted(pos_at, ends[gp], side="right")  # positives up to a group's end
-    n_pos_before = np.searchsorted(pos_at, starts[gp], side="left")
-    tp_cum = cum_pos[:, n_pos_end].astype(np.float64)
-    tp_g = tp_cum - cum_pos[:, n_pos_before]
-    fp_cum = cum_all[:, ends[gp] + 1] - tp_cum
-    fp_g = fp_cum - (cum_all[:, starts[gp]] - cum_pos[:, n_pos_before])
-    npos = cum_pos[:, -1].astype(np.float64)
-    nneg = cum_all[:, -1] - npos
-    ap = _safe_div(np.sum(tp_g * _safe_div(tp_cum, tp_cum + fp_cum), axis=1), npos)
-    auc = _safe_div(np.sum(tp_g * (nneg[:, None] - fp_cum + fp_g / 2.0), axis=1), npos * nneg)
-    return auc, ap, npos, nneg
-
-
-def _rank_metrics(yt: np.ndarray, prob: np.ndarray, w: np.ndarray,
-                  micro: bool = True) -> dict[str, np.ndarray]:
-    """ROC-AUC / mAP per resample (macro, and micro unless ``micro=False``: it costs far more),
-    over the genres that have both classes in that resample."""
-    b = w.shape[0]
-    auc, ap, valid = np.empty((b, N_GENRES)), np.empty((b, N_GENRES)), np.empty((b, N_GENRES), bool)
-    for j in range(N_GENRES):
-        a, p, npos, nneg = _weighted_auc_ap(yt[:, j], prob[:, j], w)
-        auc[:, j], ap[:, j], valid[:, j] = a, p, (npos > 0) & (nneg > 0)
-    n_valid = valid.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = {"roc_auc_macro": np.where(n_valid > 0, (auc * valid).sum(1) / n_valid, np.nan),
-               "map_macro": np.where(n_valid > 0, (ap * valid).sum(1) / n_valid, np.nan)}
-    if not micro:
-        return out
-    # micro: flatten (movie, genre) cells; cells of genres not scored in a resample get weight 0.
-    cell_w = (w[:, :, None] * valid[:, None, :]).reshape(b, -1)
-    auc_mi, ap_mi, _, _ = _weighted_auc_ap(yt.ravel(), prob.ravel(), cell_w)
-    out["roc_auc_micro"] = np.where(n_valid > 0, auc_mi, np.nan)
-    out["map_micro"] = np.where(n_valid > 0, ap_mi, np.nan)
-    return out
-
-
-def _resampled_metrics(yt: np.ndarray, prob: np.ndarray, thr: np.ndarray, w: np.ndarray,
-                       keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """Metrics ``keys`` for every row of the multiplicity matrix ``w``, in memory-bounded chunks."""
-    yp = (prob >= thr).astype(np.int64)
-    need_rank = any(k in _RANK_KEYS for k in keys)
-    need_micro = any(k in ("roc_auc_micro", "map_micro") for k in keys)
-    # micro ranking metrics build a (chunk, N*23) matrix: keep it around 4M cells.
-    chunk = max(1, 4_000_000 // (yt.size if need_micro else yt.shape[0]))
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    for start in range(0, w.shape[0], chunk):
-        wc = w[start:start + chunk]
-        vals = _count_metrics(yt, yp, wc.astype(np.float64))
-        if need_rank:
-            vals.update(_rank_metrics(yt, prob, wc, micro=need_micro))
-        for k in keys:
-            parts[k].append(vals[k])
-    return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def _multiplicities(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) counts of how often each movie is drawn in each resample of size n."""
-    if int(n_boot) < 1:
-        raise InputError(f"n_boot: must be >= 1, got {n_boot}")
-    b = int(n_boot)
-    idx = np.random.default_rng(seed).integers(0, n, size=(b, n))
-    flat = (idx + n * np.arange(b)[:, None]).ravel()  # offset each resample into its own row
-    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.int32)
-
-
 def _check_keys(keys: Sequence[str]) -> tuple[str, ...]:
     keys = (keys,) if isinstance(keys, str) else tuple(keys)
     bad = [k for k in keys if k not in METRIC_KEYS]
@@ -381,7 +239,7 @@ def bootstrap_ci(y_true, y_prob, thresholds: np.ndarray | float = 0.5, *,
     yt, prob = _check_pair(y_true, y_prob)
     keys, alpha = _check_keys(keys), _check_alpha(alpha)
     thr = _check_thresholds(thresholds)
-    vals = _resampled_metrics(yt, prob, thr, _multiplicities(yt.shape[0], n_boot, seed), keys)
+    vals = resampled_metrics(yt, prob, thr, multiplicities(yt.shape[0], n_boot, seed), keys)
     q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
     out = {}
     for k in keys:
@@ -414,10 +272,10 @@ def paired_bootstrap(y_true, prob_a, prob_b, thr_a: np.ndarray | float = 0.5,
     ta, tb = _check_thresholds(thr_a, "thr_a"), _check_thresholds(thr_b, "thr_b")
     a = compute_metrics(yt, prob_a, ta)[key]
     b = compute_metrics(yt, prob_b, tb)[key]
-    w = _multiplicities(yt.shape[0], n_boot, seed)
+    w = multiplicities(yt.shape[0], n_boot, seed)
     # the same multiplicity matrix w for both models: that is what makes the comparison paired
-    d = _resampled_metrics(yt, prob_a, ta, w, (key,))[key] \
-        - _resampled_metrics(yt, prob_b, tb, w, (key,))[key]
+    d = resampled_metrics(yt, prob_a, ta, w, (key,))[key] \
+        - resampled_metrics(yt, prob_b, tb, w, (key,))[key]
     d = d[np.isfinite(d)]
     diff = a - b
     if d.size == 0:

@@ -133,6 +133,26 @@ def png_zero_bomb(side: int = 7000) -> bytes:
             + _png_chunk(b"IEND", b""))
 
 
+def png_one_bit(side: int = 6000) -> bytes:
+    """A real 1-bit side x side PNG (36 Mpx at 6000, ~11 KB): white with a black block in the
+    middle third. Accepted (under the pixel limit), it must cost what a normal poster costs."""
+    stride = (side + 7) // 8                                   # 8 pixels a byte
+    third = stride // 3
+    white, block = b"\xff" * stride, b"\xff" * third + b"\x00" * (stride - 2 * third) + b"\xff" * third
+    same = b"\x02" + b"\x00" * stride                         # filter "Up": the row above again
+    comp = zlib.compressobj(9)
+    prev = None
+    chunks = []
+    for y in range(side):
+        row = block if side // 3 <= y < 2 * side // 3 else white
+        chunks.append(comp.compress(same if row is prev else b"\x00" + row))
+        prev = row
+    data = b"".join(chunks) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)      # bit depth 1, greyscale
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data)
+            + _png_chunk(b"IEND", b""))
+
+
 def _jpeg() -> bytes:
     return _encode(_gradient(), "JPEG", quality=90)
 
@@ -234,6 +254,14 @@ def _check_upright_portrait(img: Image.Image) -> None:
     assert img.size == (64, 96), f"EXIF rotation not applied: {img.size}"
 
 
+def _check_bounded_block(img: Image.Image) -> None:
+    from mmgenre.poster import MAX_POSTER_SIDE
+    assert max(img.size) <= MAX_POSTER_SIDE, f"not downscaled at load: {img.size}"
+    arr = np.asarray(img.convert("L"), dtype=np.float64)
+    h, w = arr.shape
+    assert arr[h // 2, w // 2] < 30 and arr[5, 5] > 225, "the black block did not survive the downscale"
+
+
 def _check_white(img: Image.Image) -> None:
     assert np.asarray(img).min() >= 250, "transparent pixels must be composited on white"
 
@@ -280,6 +308,7 @@ POSTER_CASES = [
     _poster("png_16bit_grey", _png_16bit, check=_check_not_saturated),
     _poster("png_grey_alpha", _png_la),
     _poster("png_1bit", _png_1bit),
+    _poster("png_1bit_36mp", png_one_bit, check=_check_bounded_block),
     _poster("tiff_float", _tiff_float, check=_check_not_saturated),
     _poster("jpeg_cmyk", _jpeg_cmyk),
     _poster("jpeg_greyscale", _jpeg_grey, check=_check_grey),
@@ -665,8 +694,8 @@ class CheckpointCase:
     baseline_only: bool = False
 
     def applies_to(self, model: str) -> bool:
-        from mmgenre.models import is_baseline
-        return not (self.neural_only and is_baseline(model)) and not (self.baseline_only and not is_baseline(model))
+        from mmgenre.heads import HEADS  # the neural models are the registered heads
+        return not (self.neural_only and model not in HEADS) and not (self.baseline_only and model in HEADS)
 
     def __repr__(self) -> str:
         return f"CheckpointCase({self.name})"

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard.core import PAGES as APP_PAGES
 from dashboard.loaders import md_escape
 from dashboard.testing import train_tiny_checkpoints
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-PAGES = ("dataset", "compare", "movie", "predict")
+PAGES = tuple(p.name for p in APP_PAGES)
 TIMEOUT = 240  # first runs import torch and load encoders
 
 
@@ -43,7 +44,7 @@ def count(at: AppTest, kind: str) -> int:
 def test_every_page_runs_without_data_or_checkpoints(page, monkeypatch, tmp_path):
     at = run_page(page, monkeypatch, "", tmp_path / "no_checkpoints")
     no_exception(at)
-    assert at.title and at.title[0].value
+    assert at.title and at.title[0].value == {p.name: p.title for p in APP_PAGES}[page]
     assert not at.error
     infos = " ".join(i.value for i in at.info)
     if page in ("dataset", "movie"):

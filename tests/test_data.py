@@ -447,11 +447,12 @@ def test_load_poster_errors_name_the_file(tmp_path: Path, make, reason):
 
 
 def test_limits_are_read_at_call_time(monkeypatch):
+    from mmgenre import poster as P   # the limits live where load_poster does
     img_bytes = image_bytes(Image.new("RGB", (100, 100), "white"), "PNG")
-    monkeypatch.setattr(D, "MAX_IMAGE_PIXELS", 5_000)
+    monkeypatch.setattr(P, "MAX_IMAGE_PIXELS", 5_000)
     with pytest.raises(InputError, match="upload.png: image too large"):
         load_poster(img_bytes, name="upload.png")
-    monkeypatch.setattr(D, "MAX_UPLOAD_BYTES", 10)
+    monkeypatch.setattr(P, "MAX_UPLOAD_BYTES", 10)
     with pytest.raises(InputError, match="over"):
         load_poster(img_bytes)
     with pytest.raises(InputError, match="expected a path, bytes or a PIL image"):

@@ -349,12 +349,16 @@ def test_image_frozen_gradients_and_grad_cam_target(image_encoder):
 def test_grad_cam_runs_on_the_frozen_encoder(image_encoder):
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from mmgenre.explain.gradcam import gradient_taps
     enc = image_encoder
     torch.manual_seed(0)
     model = nn.Sequential()  # encoder + frozen linear head over pooled features, as the fusion heads do
     model.enc, model.head = enc, nn.Linear(enc.dim, 3).requires_grad_(False)
     model.forward = lambda pixels: model.head(model.enc(pixels).pooled)
-    with GradCAM(model=model, target_layers=enc.target_layers, reshape_transform=enc.reshape_transform) as cam:
+    # the frozen encoder records no graph: the taps make the target layers' outputs require grad
+    with gradient_taps(enc.target_layers), GradCAM(model=model, target_layers=enc.target_layers,
+                                                   reshape_transform=enc.reshape_transform) as cam:
         maps = cam(input_tensor=enc.preprocess_batch([_poster(), _poster(seed=2)]),
                    targets=[ClassifierOutputTarget(1)] * 2)
     assert maps.shape == (2, *enc.input_size) and np.isfinite(maps).all()

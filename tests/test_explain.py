@@ -21,12 +21,15 @@ from mmgenre.encoders import build_encoder, list_encoders
 from mmgenre.errors import InputError
 from mmgenre.explain import Explanation, choose_genres, explain_prediction
 from mmgenre.explain.export import export_explanation
-from mmgenre.explain.faithfulness import randomisation_sanity
-from mmgenre.explain.gradcam import PixelsToLogits, gradcam_maps, to_poster
-from mmgenre.explain.modality import ablation_batch, modality_shares
-from mmgenre.explain.text_attr import IdsToLogits, integrated_gradients, shared_encode
+from mmgenre.budget import Deadline
+from mmgenre.explain.extras import ExtrasContext, modality_weights
+from mmgenre.explain.gradcam import GradCam, PixelsToLogits, to_poster
+from mmgenre.explain.modality import ablation_batch
+from mmgenre.explain.sanity import randomisation_sanity
+from mmgenre.explain.text_attr import IdsToLogits, WordIntegratedGradients, shared_encode
 from mmgenre.genres import GENRES
-from mmgenre.heads import build_head
+from mmgenre.heads import HEADS, build_head
+from mmgenre.heads.base import HeadOutput
 from mmgenre.predict import Predictor, prepare_inputs
 
 HOSTILE = "<script>alert(1)</script>"
@@ -50,7 +53,8 @@ def test_gradcam_shapes_for_every_image_encoder(name):
     head = build_head("image_only", {"image": enc.dim}, hidden=16).eval()
     poster = _poster()
     hooks = [dict(layer._forward_hooks) for layer in enc.target_layers]
-    maps = gradcam_maps(PixelsToLogits(head, enc, {}), enc.preprocess(poster), [0, 4, 9])
+    cam = GradCam(PixelsToLogits(head, enc, {}), enc.target_layers, enc.reshape_transform)
+    maps = cam.attribute(enc.preprocess(poster), [0, 4, 9])
     assert maps.shape == (3, *enc.input_size)
     assert np.isfinite(maps).all() and maps.min() >= 0.0 and maps.max() <= 1.0
     cam = to_poster(maps[0], enc, poster.size)
@@ -63,7 +67,7 @@ def test_integrated_gradients_one_score_per_word_for_every_text_encoder(name):
     enc = build_encoder("text", name, pretrained=False, **TINY_TRANSFORMER)
     head = build_head("text_only", {"text": enc.dim}, hidden=16).eval()
     plot = "The unbelievably haunted lighthouse-keeper's daughter, Ana, vanishes!"
-    wa = integrated_gradients(IdsToLogits(head, enc, {}, None), plot, [0, 7], n_steps=16)
+    wa = WordIntegratedGradients(IdsToLogits(head, enc, {}, None), enc).attribute(plot, [0, 7], n_steps=16)
     assert wa.words == plot.split()
     assert wa.scores.shape == (2, 7) and np.isfinite(wa.scores).all()
     assert wa.delta.shape == (2,)
@@ -220,27 +224,45 @@ def test_missing_poster_or_plot_on_a_multimodal_model(predictors, movie):
         explain_prediction(p, prepare_inputs(None, plot), ig_steps=1)
 
 
-def test_modality_shares_from_head_extras():
+def test_heads_phrase_their_own_extras():
     targets = [0, 2]
-    gmu = modality_shares(("text", "image"), {"gate_text_share": torch.tensor([0.25])}, targets)
-    assert gmu == {"gate_text_share": 0.25, "weights": None}
-    det = modality_shares(("text", "image", "det"), {"modality_weights": torch.tensor([[0.5, 0.3, 0.2]])}, targets)
-    assert det["weights"] == pytest.approx({"text": 0.5, "image": 0.3, "det": 0.2})
-    late_w = torch.zeros(1, 2, len(GENRES))
-    late_w[0, 0], late_w[0, 1] = 0.6, 0.4
-    late_w[0, 0, 2], late_w[0, 1, 2] = 0.2, 0.8
-    late = modality_shares(("text", "image"), {"modality_weights": late_w}, targets)
+    gmu = build_head("gmu", {"text": 4, "image": 4}, hidden=8)
+    out = HeadOutput(torch.zeros(1, len(GENRES)), {"gate_text_share": torch.tensor([0.25])})
+    assert gmu.explain_extras(out, ExtrasContext(targets)) == {"modality": {"gate_text_share": 0.25}}
+    det = modality_weights(("text", "image", "detector"), torch.tensor([0.5, 0.3, 0.2]), targets)
+    assert det["weights"] == pytest.approx({"text": 0.5, "image": 0.3, "detector": 0.2})
+    late_w = torch.zeros(2, len(GENRES))
+    late_w[0], late_w[1] = 0.6, 0.4
+    late_w[0, 2], late_w[1, 2] = 0.2, 0.8
+    late = build_head("late_fusion", {"text": 4, "image": 4}, hidden=8).explain_extras(
+        HeadOutput(torch.zeros(1, len(GENRES)), {"modality_weights": late_w[None]}), ExtrasContext(targets))["modality"]
     assert late["weights"] == pytest.approx({"text": 0.4, "image": 0.6})  # mean over the explained genres
     assert late["weights_per_genre"]["Romance"] == pytest.approx({"text": 0.2, "image": 0.8})
+    # cross-attention maps need the plot's words and the poster's grid
+    ca = build_head("cross_attention", {"text": 4, "image": 4}, hidden=8, n_heads=2)
+    assert ca.explain_extras(HeadOutput(torch.zeros(1, len(GENRES)), {}), ExtrasContext(targets)) == {}
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_every_head_explains_its_own_output(name):
+    dims = {"text": 6, "image": 5, "detector": 4}
+    head = build_head(name, dims, hidden=8, **({"n_heads": 2} if name == "cross_attention" else {})).eval()
+    batch = {"text": torch.randn(1, 6), "text_tokens": torch.randn(1, 3, 6), "text_mask": torch.ones(1, 3, dtype=torch.bool),
+             "image": torch.randn(1, 5), "image_regions": torch.randn(1, 4, 5), "detector": torch.rand(1, 4)}
+    ctx = ExtrasContext([0, 1], words=["a", "b"], positions=[[1], [2]], grid=(2, 2))
+    parts = head.explain_extras(head(batch), ctx)
+    assert set(parts) <= {"modality", "cross_attention"}
+    json.dumps(Explanation.start(name, {"probabilities": {}, "predicted": []}, None, [0]).to_dict() | parts,
+               default=lambda a: np.asarray(a).tolist())
 
 
 def test_ablation_batch_removes_one_modality_per_row():
     batch = {"text": torch.ones(1, 4), "text_tokens": torch.ones(1, 3, 4), "text_mask": torch.ones(1, 3, dtype=torch.bool),
-             "image": torch.ones(1, 5), "image_regions": torch.ones(1, 2, 5), "det": torch.ones(1, 6),
+             "image": torch.ones(1, 5), "image_regions": torch.ones(1, 2, 5), "detector": torch.ones(1, 6),
              "has_text": torch.tensor([True]), "has_image": torch.tensor([True])}
     rows = ablation_batch(batch)
     assert rows["has_image"].tolist() == [True, False, True] and rows["has_text"].tolist() == [True, True, False]
-    assert rows["image"][1].abs().sum() == 0 and rows["det"][1].abs().sum() == 0 and rows["image"][2].sum() == 5
+    assert rows["image"][1].abs().sum() == 0 and rows["detector"][1].abs().sum() == 0 and rows["image"][2].sum() == 5
     assert rows["text_tokens"][2].abs().sum() == 0 and not rows["text_mask"][2].any() and rows["text_mask"][1].all()
     assert batch["image"].sum() == 5  # the input batch is not modified
 
@@ -263,13 +285,35 @@ def test_randomisation_sanity_returns_correlations(predictors, movie):
     p = predictors["gmu"]
     inputs = prepare_inputs(str(poster), plot)
     exp = explain_prediction(p, inputs, genres=["Drama"], ig_steps=4, faithfulness=False)
-    before = {k: v.clone() for k, v in p.model.state_dict().items()}
+    before = {k: v.clone() for k, v in p.model.head.state_dict().items()}
     res = randomisation_sanity(p, inputs, exp, ig_steps=4)
     assert set(res["cam"]) == {"Drama"} and set(res["tokens"]) == {"Drama"}
     for v in (*res["cam"].values(), *res["tokens"].values()):
         assert v is None or -1.0 <= v <= 1.0
     # the explained predictor's own head is untouched
-    assert all(torch.equal(v, before[k]) for k, v in p.model.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in p.model.head.state_dict().items())
+
+
+def test_deadline_cuts_the_optional_stages_short(predictors, movie):
+    poster, plot = movie
+    p = predictors["gmu"]
+    full = p.explain(poster=str(poster), plot=plot, genres=["Drama", "Comedy"], ig_steps=4,
+                     deadline=Deadline(60.0))  # a deadline that is never reached changes nothing
+    assert full.cut_short == [] and full.genres == ["Drama", "Comedy"] and full.to_dict()["cut_short"] == []
+    assert set(full.faithfulness["deletion"]) == {"Drama", "Comedy"}
+    late = p.explain(poster=str(poster), plot=plot, genres=["Drama", "Comedy"], ig_steps=4, deadline=Deadline(0.0))
+    assert late.cut_short == ["extra_genres", "ablation", "faithfulness", "objects"]
+    assert late.to_dict()["cut_short"] == late.cut_short
+    # the first genre is still explained, with the same maps as without a deadline
+    assert late.genres == ["Drama"] and set(late.poster_cam) == {"Drama"} and set(late.token_scores) == {"Drama"}
+    np.testing.assert_allclose(late.poster_cam["Drama"], full.poster_cam["Drama"], atol=1e-5)
+    np.testing.assert_allclose(late.token_scores["Drama"], full.token_scores["Drama"], rtol=1e-4, atol=1e-6)
+    assert late.faithfulness == {} and late.objects == [] and late.modality["ablation"] == {}
+    assert late.probabilities == pytest.approx(full.probabilities)
+    tfidf = predictors["tfidf_logreg"].explain(plot=plot, genres=["Drama"], deadline=Deadline(0.0))
+    assert tfidf.cut_short == ["ablation", "faithfulness", "objects"] and set(tfidf.token_scores) == {"Drama"}
+    with pytest.raises(InputError, match="deadline"):
+        p.explain(plot=plot, deadline=5.0)
 
 
 # ------------------------------------------------------------------------------ export, escaping, CLI

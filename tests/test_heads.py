@@ -9,7 +9,7 @@ import torch
 from mmgenre.errors import InputError
 from mmgenre.heads import HEADS, Head, build_head, list_heads, modality_dropout, register_head
 
-DIMS = {"text": 16, "image": 12, "det": 8}
+DIMS = {"text": 16, "image": 12, "detector": 8}
 B, T, R, G = 6, 7, 4, 5
 EXPECTED_ORDER = ["text_only", "image_only", "detection_only", "early_fusion", "late_fusion",
                   "attention_fusion", "gmu", "cross_attention", "detection_fusion"]
@@ -35,7 +35,7 @@ def make_batch(n: int = B, seed: int = 0, has_text=None, has_image=None) -> dict
         "image": torch.randn(n, DIMS["image"], generator=g) * 3.0 * img.unsqueeze(1),
         "image_regions": torch.randn(n, R, DIMS["image"], generator=g) * img[:, None, None],
         # counts and pixel areas: very different scales
-        "det": torch.cat([torch.randint(0, 5, (n, 4), generator=g).float(),
+        "detector": torch.cat([torch.randint(0, 5, (n, 4), generator=g).float(),
                           torch.rand(n, 4, generator=g) * 1e4], dim=1) * img.unsqueeze(1),
         "has_text": has_text,
         "has_image": has_image,
@@ -51,7 +51,7 @@ def test_registry_order_and_names():
     assert ALL[:len(EXPECTED_ORDER)] == EXPECTED_ORDER
     for name, cls in HEADS.items():
         assert cls.name == name
-        assert set(cls.modalities) <= {"text", "image", "det"}
+        assert set(cls.modalities) <= {"text", "image", "detector"}
 
 
 def test_unknown_head_lists_known_names():
@@ -116,7 +116,7 @@ def test_training_reduces_loss(name):
     """~25 Adam steps on a learnable target (sign of the first feature of a present modality)."""
     batch = make_batch(n=32, seed=1)
     mod = HEADS[name].modalities[0]
-    source = batch[mod] if mod != "det" else batch["det"] - batch["det"].mean(0)
+    source = batch[mod] if mod != "detector" else batch["detector"] - batch["detector"].mean(0)
     y = (source[:, :G] > 0).float()
     head = small(name, dropout=0.1)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -262,7 +262,7 @@ def test_modality_dropout_never_drops_both():
     assert dropped_t.sum() > 20 and dropped_i.sum() > 20
     assert (out["text"][dropped_t] == 0).all() and (out["text_tokens"][dropped_t] == 0).all()
     assert not out["text_mask"][dropped_t].any()
-    for key in ("image", "image_regions", "det"):
+    for key in ("image", "image_regions", "detector"):
         assert (out[key][dropped_i] == 0).all()
     kept = ~dropped_t & ~dropped_i
     torch.testing.assert_close(out["image"][kept], batch["image"][kept])

@@ -10,6 +10,7 @@ from sklearn.metrics import (average_precision_score, f1_score, precision_recall
                              roc_curve)
 
 from mmgenre import metrics as M
+from mmgenre import resampling
 from mmgenre.errors import InputError
 from mmgenre.genres import GENRE_INDEX, GENRES, N_GENRES
 
@@ -168,9 +169,9 @@ def test_resampled_metrics_equal_sklearn_on_resamples():
     y[:, 3] = 0
     y[:2, 3] = 1  # rare genre: some resamples lose its positives and must drop it from AUC/mAP
     thr = np.full(N_GENRES, 0.45)
-    w = M._multiplicities(len(y), 8, seed=11)
+    w = resampling.multiplicities(len(y), 8, seed=11)
     assert (w.sum(axis=1) == len(y)).all()
-    got = M._resampled_metrics(y, p, thr, w, M.METRIC_KEYS)
+    got = resampling.resampled_metrics(y, p, thr, w, M.METRIC_KEYS)
     for b in range(len(w)):
         idx = np.repeat(np.arange(len(y)), w[b])
         yb, pb = y[idx], p[idx]
@@ -230,15 +231,6 @@ def test_curves_match_sklearn_and_reject_unknown_genre():
         M.curves(TOY_TRUE, TOY_PROB, "Western")  # no positives: curves undefined
 
 
-def test_complete_pairs_mask():
-    mask = M.complete_pairs_mask(np.array([True, True, False, False]), np.array([1, 0, 1, 0]))
-    assert mask.dtype == bool and mask.tolist() == [True, False, False, False]
-    with pytest.raises(InputError, match="has_image"):
-        M.complete_pairs_mask(np.ones(3, bool), np.ones(4, bool))
-    with pytest.raises(InputError, match="has_text"):
-        M.complete_pairs_mask(np.array([0.5, 1.0]), np.ones(2, bool))
-
-
 # ----------------------------------------------------------------------------- bootstrap
 def test_bootstrap_ci_contains_point_and_narrows_with_more_data():
     keys = ("micro_f1", "macro_f1", "samples_f1", "map_macro", "roc_auc_micro", "hamming_accuracy")
@@ -281,7 +273,7 @@ def test_paired_bootstrap_p_value_follows_its_definition():
     rng = np.random.default_rng(1)
     q = np.clip(p + rng.normal(0, 0.08, p.shape), 0, 1)
     res = M.paired_bootstrap(y, p, q, key="samples_f1", n_boot=40, seed=4)
-    w = M._multiplicities(len(y), 40, seed=4)  # the same resamples the function draws
+    w = resampling.multiplicities(len(y), 40, seed=4)  # the same resamples the function draws
     diffs = []
     for b in range(40):
         idx = np.repeat(np.arange(len(y)), w[b])

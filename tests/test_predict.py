@@ -12,7 +12,8 @@ from mmgenre.__main__ import main as cli
 from mmgenre.data import MMIMDb
 from mmgenre.errors import InputError
 from mmgenre.genres import GENRES
-from mmgenre.models import is_baseline, list_models
+from mmgenre.families.tfidf import TfidfLogReg
+from mmgenre.models import list_models
 from mmgenre.predict import Predictor
 
 
@@ -95,6 +96,21 @@ def test_predict_cli_reports_errors_without_traceback(tiny_checkpoints, tmp_path
 
 def test_baseline_predictor(tiny_checkpoints):
     pred = Predictor.from_checkpoint(tiny_checkpoints / "tfidf_logreg")
-    assert is_baseline(pred.name)
+    assert isinstance(pred.model, TfidfLogReg) and pred.encoders == {}
     out = pred.predict(plot="A detective hunts a killer in the city.")
     assert set(out["probabilities"]) == set(GENRES)
+
+
+def test_checkpoint_naming_the_detector_det_still_loads(tiny_checkpoints, tiny, tmp_path):
+    """Checkpoints written before the batch schema call the detector modality "det"."""
+    from mmgenre.checkpoint import load_checkpoint, save_checkpoint
+    ckpt = load_checkpoint(tiny_checkpoints / "detection_fusion")
+    config = json.loads(json.dumps(ckpt.config))
+    config["head"]["dims"] = {("det" if m == "detector" else m): d for m, d in config["head"]["dims"].items()}
+    weights = {k.replace(".detector.", ".det."): v for k, v in ckpt.weights.items()}
+    assert any(".det." in k for k in weights)
+    old = save_checkpoint(tmp_path / "detection_fusion", weights=weights, config=config)
+    movie = _movie_with_both(tiny)
+    new = Predictor.from_checkpoint(tiny_checkpoints / "detection_fusion").predict(poster=movie.poster_path, plot=movie.plot)
+    legacy = Predictor.from_checkpoint(old).predict(poster=movie.poster_path, plot=movie.plot)
+    assert legacy["probabilities"] == pytest.approx(new["probabilities"], abs=1e-6)

@@ -11,12 +11,13 @@ import torch
 from mmgenre.batching import build_table
 from mmgenre.checkpoint import load_checkpoint
 from mmgenre.data import MMIMDb
+from mmgenre.errors import InputError
 from mmgenre.features import extract_features
 from mmgenre.genres import GENRES
-from mmgenre.heads import build_head
+from mmgenre.heads import HEADS, build_head
 from mmgenre.leaderboard import read_leaderboard
 from mmgenre.metrics import LEADERBOARD_KEYS
-from mmgenre.models import encoder_kinds, is_baseline, list_models
+from mmgenre.models import encoder_kinds, list_models
 from train.__main__ import main as train_main
 from train.config import TrainConfig
 from train.loop import fit
@@ -48,7 +49,7 @@ def test_every_model_writes_a_complete_checkpoint(trained, model):
     assert [c for c in preds.columns if c.startswith("p_")] == [f"p_{g}" for g in GENRES]
 
 
-@pytest.mark.parametrize("model", [m for m in list_models() if not is_baseline(m)])
+@pytest.mark.parametrize("model", list(HEADS))
 def test_reloaded_head_reproduces_saved_predictions(trained, tiny_data, model):
     out, cache, _ = trained
     ckpt = load_checkpoint(out / model)
@@ -117,3 +118,25 @@ def test_protocols_partition_the_movies(tiny_data, protocol):
         assert all(ds[i].has_plot and ds[i].has_poster for i in parts["dev"])
     if protocol == "train-holdout":
         assert set(parts["dev"]) <= set(ds.splits["train"]) and set(ds.splits["dev"]) <= set(parts["train"])
+
+
+def test_finetune_trains_encoders_end_to_end(tiny_data, tmp_path):
+    from mmgenre.encoders import build_encoder
+    from train.finetune import fit_finetune
+    tiny_text = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+    encoders = {"text": build_encoder("text", "minilm", pretrained=False, **tiny_text),
+                "image": build_encoder("image", "vit-b16", pretrained=False, arch="vit_tiny_patch16_224", depth=1),
+                "detector": build_encoder("detector", "haar")}
+    before = {k: v.clone() for k, v in encoders["text"].state_dict().items()}
+    res = fit_finetune(TrainConfig(data=str(tiny_data), model="detection_fusion", out=str(tmp_path), epochs=1,
+                                   batch_size=12, n_boot=0, progress=False), encoders=encoders)
+    ckpt = load_checkpoint(res.path)
+    assert set(ckpt.config["encoders"]) == {"text", "image", "detector"}
+    assert ckpt.config["head"]["dims"] == {"text": 32, "image": encoders["image"].dim, "detector": encoders["detector"].dim}
+    assert any(k.startswith("encoder.text.") for k in ckpt.weights) and any(k.startswith("encoder.image.") for k in ckpt.weights)
+    assert not any(k.startswith("encoder.detector") for k in ckpt.weights)  # the detector stays fixed
+    after = encoders["text"].state_dict()
+    assert any(not torch.equal(after[k], v) for k, v in before.items())   # the text encoder trained
+    assert 0 <= res.metrics["test"]["micro_f1"] <= 1
+    with pytest.raises(InputError, match="no neural head"):
+        fit_finetune(TrainConfig(data=str(tiny_data), model="tfidf_logreg", out=str(tmp_path), finetune=True))

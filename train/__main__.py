@@ -14,7 +14,7 @@ from mmgenre.errors import EncoderUnavailableError, InputError
 from mmgenre.leaderboard import write_leaderboard
 from mmgenre.models import list_models
 
-from .config import TrainConfig
+from .config import PROTOCOLS, TrainConfig
 
 QUICK_MODEL = "gmu"
 
@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=FRACTION, default=d.label_smoothing)
     p.add_argument("--patience", type=POSITIVE_INT, default=d.patience)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--protocol", choices=("complete-dev", "train-holdout", "official"), default=d.protocol,
-                   help="complete-dev: dev movies missing a modality train, complete ones tune (default)")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default=d.protocol,
+                   help="; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items()).replace("%", "%%")
+                   + " (default: %(default)s)")
     p.add_argument("--train-on-dev-fraction", type=FRACTION, default=d.train_on_dev_fraction)
     p.add_argument("--cache", help="feature cache folder (default: $MMGENRE_CACHE or ~/.cache/mmgenre)")
     p.add_argument("--cv", type=COUNT, default=0, help="K-fold cross-validation on --cv-split instead of one fit")

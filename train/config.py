@@ -3,6 +3,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+# The protocols (``TrainConfig.protocol``), one line each: the CLI help and the docs say this.
+PROTOCOLS = {
+    "train-holdout": "a stratified 20% of train tunes (early stopping, thresholds); all of dev trains",
+    "complete-dev": "dev movies missing a poster or plot train; dev movies with both tune",
+    "official": "fit on train, tune on dev (the MM-IMDb paper)",
+}
+
 
 @dataclass
 class TrainConfig:

@@ -13,15 +13,13 @@ import numpy as np
 
 from mmgenre import atomic
 from mmgenre import metrics as M
-from mmgenre.batching import build_table
 from mmgenre.data import MMIMDb
 from mmgenre.errors import InputError
-from mmgenre.heads import HEADS
-from mmgenre.models import BASELINES, encoder_kinds, is_baseline
+from mmgenre.models import model_family
 from mmgenre.splits import kfold_splits, stratified_resplit
 
 from .config import TrainConfig
-from .loop import load_dataset, load_features, predict_table, train_head
+from .loop import HeadTrainer, encoder_names, load_dataset, load_features
 
 
 def cross_validate(cfg: TrainConfig, ds: MMIMDb | None = None) -> dict:
@@ -35,20 +33,15 @@ def cross_validate(cfg: TrainConfig, ds: MMIMDb | None = None) -> dict:
     oof = np.zeros_like(y_all)
     oof_pred = np.zeros_like(y_all)
     folds = []
-    feats = None if is_baseline(cfg.model) else load_features(ds, cfg, encoder_kinds(cfg.model))
+    family = model_family(cfg.model)
+    feats = load_features(ds, cfg, family.encoder_kinds_of(cfg.model))
     for k, (train_ids, val_ids) in enumerate(kfold_splits(ids, y_all, k=cfg.cv, seed=cfg.seed)):
         inner = stratified_resplit(train_ids, ds.labels(train_ids), seed=cfg.seed + k, fractions=(0.85, 0.15, 0.0))
         fit_ids, tune_ids = inner["train"], inner["dev"]
-        if is_baseline(cfg.model):
-            model = BASELINES[cfg.model]().fit([ds[i].plot for i in fit_ids], ds.labels(fit_ids), seed=cfg.seed)
-            p_tune = model.predict_proba([ds[i].plot for i in tune_ids])
-            p_val = model.predict_proba([ds[i].plot for i in val_ids])
-        else:
-            seq = HEADS[cfg.model].uses_sequences
-            tab = {n: build_table(feats, s, sequences=seq, max_tokens=cfg.max_tokens or HEADS[cfg.model].default_max_tokens)
-                   for n, s in (("fit", fit_ids), ("tune", tune_ids), ("val", val_ids))}
-            head, _ = train_head(cfg.model, tab["fit"], ds.labels(fit_ids), tab["tune"], ds.labels(tune_ids), cfg)
-            p_tune, p_val = predict_table(head, tab["tune"]), predict_table(head, tab["val"])
+        parts = {"train": fit_ids, "dev": tune_ids, "val": val_ids}  # dev: early stopping and thresholds
+        _, probs, _ = family.fit(cfg.model, {n: [ds[i] for i in s] for n, s in parts.items()}, feats,
+                                 {n: ds.labels(s) for n, s in parts.items()}, HeadTrainer(cfg))
+        p_tune, p_val = probs["dev"], probs["val"]
         thr = M.tune_thresholds(ds.labels(tune_ids), p_tune)
         rows = [pos[i] for i in val_ids]
         oof[rows] = p_val
@@ -60,7 +53,7 @@ def cross_validate(cfg: TrainConfig, ds: MMIMDb | None = None) -> dict:
     for key in ("roc_auc_macro", "roc_auc_micro", "map_macro", "map_micro"):
         pooled[key] = ranking[key]
     summary = {"model": cfg.model, "split": cfg.cv_split, "k": cfg.cv, "n": len(ids),
-               "encoders": {"text": cfg.text_encoder, "image": cfg.image_encoder, "detector": cfg.detector},
+               "encoders": encoder_names(cfg),
                "out_of_fold": pooled,
                "fold_mean": {k: float(np.mean([f[k] for f in folds])) for k in folds[0]},
                "fold_std": {k: float(np.std([f[k] for f in folds])) for k in folds[0]},

@@ -22,17 +22,16 @@ from torchvision.transforms import v2 as T
 from tqdm.auto import tqdm
 
 from mmgenre import metrics as M
-from mmgenre.batching import image_batch, text_batch
 from mmgenre.checkpoint import save_checkpoint
-from mmgenre.data import MMIMDb, Movie, load_poster
+from mmgenre.data import MMIMDb, Movie
 from mmgenre.encoders import build_encoder
+from mmgenre.errors import InputError
 from mmgenre.genres import GENRES
 from mmgenre.heads import HEADS, build_head
-from mmgenre.models import encoder_kinds, is_baseline
-from mmgenre.errors import InputError
+from mmgenre.poster import load_poster
 
 from .config import TrainConfig
-from .loop import FitResult, encoder_names, evaluate_split, load_dataset, make_loss, predictions_frame, protocol_splits, warmup_linear
+from .loop import FitResult, complete_pairs, encoder_names, evaluate_split, load_dataset, make_loss, predictions_frame, protocol_splits, warmup_linear
 
 ENCODER_LR_SCALE = 0.1
 AUGMENT = T.Compose([T.RandomResizedCrop((320, 224), scale=(0.7, 1.0), ratio=(0.6, 0.8)),
@@ -44,29 +43,19 @@ class EndToEnd(nn.Module):
 
     def __init__(self, encoders: dict, head: nn.Module, max_tokens: int, device: str):
         super().__init__()
+        self.all_encoders = dict(encoders)  # every kind; the trainable ones are also submodules:
         self.encoders = nn.ModuleDict({k: v for k, v in encoders.items() if isinstance(v, nn.Module)})
-        self.detector = encoders.get("detector")
         self.head = head
         self.max_tokens = max_tokens
         self.device = device
 
     def forward(self, movies: list[Movie], augment: bool) -> torch.Tensor:
+        sources = {"plot": [m.plot for m in movies],
+                   "poster": [load_poster(m.poster_path) if m.poster_path else None for m in movies]}
         batch = {}
-        posters = [load_poster(m.poster_path) if m.poster_path else None for m in movies]
-        if "text" in self.encoders:
-            enc = self.encoders["text"]
-            toks = enc.tokenize([m.plot for m in movies])
-            out = enc(toks["input_ids"].to(self.device), toks["attention_mask"].to(self.device))
-            batch.update(text_batch(out, self.max_tokens, [m.has_plot for m in movies]))
-        if "image" in self.encoders:
-            enc = self.encoders["image"]
-            blank = torch.zeros(3, *enc.input_size)
-            pixels = torch.stack([enc.preprocess(AUGMENT(p) if augment else p) if p is not None else blank
-                                  for p in posters]).to(self.device)
-            batch.update(image_batch(enc(pixels), [p is not None for p in posters]))
-        if self.detector is not None:
-            batch["det"] = torch.from_numpy(self.detector.features_batch(posters)).float().to(self.device)
-            batch.setdefault("has_image", torch.tensor([p is not None for p in posters]))
+        for enc in self.all_encoders.values():
+            batch.update(enc.entries(sources[enc.reads], max_tokens=self.max_tokens,
+                                     augment=AUGMENT if augment else None))
         batch = {k: v.to(self.device) for k, v in batch.items()}
         return self.head(batch).logits
 
@@ -88,22 +77,20 @@ def fit_finetune(cfg: TrainConfig, ds: MMIMDb | None = None, *, encoders: dict |
                  encoder_build: dict | None = None) -> FitResult:
     """Fine-tune ``cfg.model`` end to end. ``encoders`` may supply (tiny, random) encoders for tests;
     ``encoder_build`` records how to rebuild them ({kind: {"pretrained": bool, "overrides": {...}}})."""
-    if is_baseline(cfg.model):
-        raise InputError(f"{cfg.model} is not a neural model; --finetune applies to heads only")
+    if cfg.model not in HEADS:
+        raise InputError(f"{cfg.model} has no neural head; --finetune applies to: {', '.join(HEADS)}")
     t0 = time.perf_counter()
     ds = ds or load_dataset(cfg)
     splits = protocol_splits(ds, cfg)
     names = encoder_names(cfg)
-    kinds = encoder_kinds(cfg.model)
+    kinds = list(HEADS[cfg.model].modalities)  # a modality is named after its encoder kind
     encoders = dict(encoders or {})
     for kind in kinds:
         encoders.setdefault(kind, build_encoder(kind, names[kind], device=cfg.device))
-    for kind in ("text", "image"):
-        if kind in encoders:
-            unfreeze(encoders[kind])
-    dims = {"text": getattr(encoders.get("text"), "dim", None), "image": getattr(encoders.get("image"), "dim", None),
-            "det": getattr(encoders.get("detector"), "dim", None)}
-    dims = {m: d for m, d in dims.items() if d is not None and m in HEADS[cfg.model].modalities}
+    for enc in encoders.values():
+        if isinstance(enc, nn.Module):  # detector statistics stay fixed
+            unfreeze(enc)
+    dims = {kind: encoders[kind].dim for kind in kinds}
     torch.manual_seed(cfg.seed)
     head = build_head(cfg.model, dims, len(GENRES), hidden=cfg.hidden or HEADS[cfg.model].default_hidden, dropout=cfg.dropout, **cfg.head_kwargs)
     model = EndToEnd(encoders, head, cfg.max_tokens or HEADS[cfg.model].default_max_tokens, cfg.device).to(cfg.device)
@@ -140,7 +127,7 @@ def fit_finetune(cfg: TrainConfig, ds: MMIMDb | None = None, *, encoders: dict |
     model.load_state_dict(best[1])
     probs = {s: _predict(model, movies[s], cfg.batch_size) for s in ("dev", "test")}
     thr = M.tune_thresholds(y["dev"], probs["dev"])
-    complete = {s: np.array([m.has_plot and m.has_poster for m in movies[s]]) for s in ("dev", "test")}
+    complete = {s: complete_pairs(movies[s]) for s in ("dev", "test")}
     results = {s: evaluate_split(y[s], probs[s], thr, complete[s], cfg.n_boot, cfg.seed) for s in ("dev", "test")}
     results.update(train_seconds=time.perf_counter() - t0, history=history,
                    n={s: len(v) for s, v in splits.items()})

@@ -20,24 +20,26 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mmgenre import metrics as M
-from mmgenre.batching import FeatureTable, build_table
+from mmgenre.batching import FeatureTable, predict_table
 from mmgenre.checkpoint import save_checkpoint
 from mmgenre.data import MMIMDb, resolve_data_dir
+from mmgenre.encoders import ENCODER_KINDS, option_name
 from mmgenre.errors import InputError
 from mmgenre.features import extract_features
 from mmgenre.genres import GENRES
 from mmgenre.heads import HEADS, build_head
 from mmgenre.heads.base import modality_dropout
-from mmgenre.models import BASELINES, encoder_kinds, is_baseline, list_models
+from mmgenre.models import model_family
 from mmgenre.splits import stratified_resplit
 
+from .config import PROTOCOLS as PROTOCOL_HELP
 from .config import TrainConfig
 from .resume import EpochState, Progress
 
 log = logging.getLogger(__name__)
 
 
-PROTOCOLS = ("complete-dev", "train-holdout", "official")
+PROTOCOLS = tuple(PROTOCOL_HELP)
 
 
 @dataclass
@@ -56,7 +58,8 @@ def load_dataset(cfg: TrainConfig) -> MMIMDb:
 
 
 def encoder_names(cfg: TrainConfig) -> dict[str, str]:
-    return {"text": cfg.text_encoder, "image": cfg.image_encoder, "detector": cfg.detector}
+    """The encoder of each kind ``cfg`` names (its field per kind is the kind's CLI option)."""
+    return {kind: getattr(cfg, option_name(kind)) for kind in ENCODER_KINDS}
 
 
 def load_features(ds: MMIMDb, cfg: TrainConfig, kinds: list[str]) -> dict:
@@ -123,23 +126,6 @@ def warmup_linear(optimizer, total_steps: int, warmup_frac: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-@torch.no_grad()
-def predict_table(head: nn.Module, table: FeatureTable, batch_size: int = 256) -> np.ndarray:
-    head.eval()
-    out = []
-    for start in range(0, len(table), batch_size):
-        out.append(torch.sigmoid(head(table.batch(slice(start, start + batch_size))).logits))
-    return torch.cat(out).numpy() if out else np.zeros((0, len(GENRES)), dtype=np.float32)
-
-
-def dims_of(table: FeatureTable) -> dict[str, int]:
-    dims = {}
-    for key, mod in (("text", "text"), ("image", "image"), ("det", "det")):
-        if key in table.arrays:
-            dims[mod] = int(table.arrays[key].shape[1])
-    return dims
-
-
 def train_head(name: str, train: FeatureTable, y_train: np.ndarray, dev: FeatureTable,
                y_dev: np.ndarray, cfg: TrainConfig,
                state: EpochState | None = None) -> tuple[nn.Module, list[dict]]:
@@ -150,7 +136,7 @@ def train_head(name: str, train: FeatureTable, y_train: np.ndarray, dev: Feature
     """
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    head = build_head(name, dims_of(train), len(GENRES), hidden=cfg.hidden or HEADS[name].default_hidden,
+    head = build_head(name, train.dims, len(GENRES), hidden=cfg.hidden or HEADS[name].default_hidden,
                       dropout=cfg.dropout, **cfg.head_kwargs)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -205,6 +191,26 @@ def train_head(name: str, train: FeatureTable, y_train: np.ndarray, dev: Feature
     return head, history
 
 
+@dataclass
+class HeadTrainer:
+    """``mmgenre.families.base.Trainer``: what a model family gets from training (``train_head``
+    with this config; with ``state``, resumable)."""
+
+    cfg: TrainConfig
+    state: EpochState | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+    @property
+    def max_tokens(self) -> int | None:
+        return self.cfg.max_tokens
+
+    def fit_head(self, name, train, y_train, dev, y_dev):
+        return train_head(name, train, y_train, dev, y_dev, self.cfg, self.state)
+
+
 # --------------------------------------------------------------------------------------------
 # evaluation and writing
 def evaluate_split(y: np.ndarray, probs: np.ndarray, thr: np.ndarray, complete: np.ndarray,
@@ -220,6 +226,11 @@ def evaluate_split(y: np.ndarray, probs: np.ndarray, thr: np.ndarray, complete: 
     return out
 
 
+def complete_pairs(movies: list) -> np.ndarray:
+    """(N,) bool: the movies with both a plot and a poster (every model's "complete pairs")."""
+    return np.array([m.has_plot and m.has_poster for m in movies], dtype=bool)
+
+
 def predictions_frame(ds: MMIMDb, split: str, ids: list[str], probs: np.ndarray) -> pd.DataFrame:
     frame = pd.DataFrame({"imdb_id": ids, "split": split,
                           "true_genres": ["|".join(ds[i].genres) for i in ids],
@@ -231,8 +242,7 @@ def predictions_frame(ds: MMIMDb, split: str, ids: list[str], probs: np.ndarray)
 
 def fit(cfg: TrainConfig, ds: MMIMDb | None = None) -> FitResult:
     """Train ``cfg.model`` and write ``<cfg.out>/<cfg.model>/``. Returns the metrics."""
-    if cfg.model not in list_models():
-        raise InputError(f"unknown model {cfg.model!r}; choose from {', '.join(list_models())}")
+    family = model_family(cfg.model)
     if cfg.finetune:
         from .finetune import fit_finetune
         return fit_finetune(cfg, ds)
@@ -241,27 +251,15 @@ def fit(cfg: TrainConfig, ds: MMIMDb | None = None) -> FitResult:
     splits = protocol_splits(ds, cfg)
     y = {s: ds.labels(ids) for s, ids in splits.items()}
     names = encoder_names(cfg)
-    kinds = encoder_kinds(cfg.model)
-    if is_baseline(cfg.model):
-        model = BASELINES[cfg.model]().fit([ds[i].plot for i in splits["train"]], y["train"], seed=cfg.seed)
-        probs = {s: model.predict_proba([ds[i].plot for i in ids]) for s, ids in splits.items()}
-        weights, hparams = model.state()
-        head_cfg = {"name": cfg.model, "hparams": hparams}
-        history, encoders, state = [], {}, None
-    else:
-        feats = load_features(ds, cfg, kinds)
-        seq = HEADS[cfg.model].uses_sequences
-        max_tokens = cfg.max_tokens or HEADS[cfg.model].default_max_tokens
-        tables = {s: build_table(feats, ids, sequences=seq, max_tokens=max_tokens) for s, ids in splits.items()}
-        state = EpochState(cfg.out, cfg, ds.fingerprint())
-        head, history = train_head(cfg.model, tables["train"], y["train"], tables["dev"], y["dev"], cfg, state)
-        probs = {s: predict_table(head, t) for s, t in tables.items()}
-        weights = {k: v.detach().cpu().numpy() for k, v in head.state_dict().items()}
-        head_cfg = {"name": cfg.model, "dims": dims_of(tables["train"]), "n_genres": len(GENRES),
-                    "hparams": head.hparams(), "uses_sequences": seq, "max_tokens": max_tokens}
-        encoders = {k: feats[k].meta["encoder_info"] | {"name": names[k]} for k in kinds}
+    kinds = family.encoder_kinds_of(cfg.model)
+    feats = load_features(ds, cfg, kinds)
+    state = EpochState(cfg.out, cfg, ds.fingerprint())
+    movies = {s: [ds[i] for i in ids] for s, ids in splits.items()}
+    model, probs, history = family.fit(cfg.model, movies, feats, y, HeadTrainer(cfg, state))
+    weights, head_cfg = model.state()
+    encoders = {k: feats[k].meta["encoder_info"] | {"name": names[k]} for k in kinds}
     # the same "complete pairs" for every model: plot and poster both present
-    complete = {s: np.array([ds[i].has_plot and ds[i].has_poster for i in ids]) for s, ids in splits.items()}
+    complete = {s: complete_pairs(ms) for s, ms in movies.items()}
     thr = M.tune_thresholds(y["dev"], probs["dev"])
     train_seconds = time.perf_counter() - t0
     results = {s: evaluate_split(y[s], probs[s], thr, complete[s], cfg.n_boot if s != "train" else 0, cfg.seed)
@@ -277,6 +275,5 @@ def fit(cfg: TrainConfig, ds: MMIMDb | None = None) -> FitResult:
                       ignore_index=True)
     path = save_checkpoint(Path(cfg.out) / cfg.model, weights=weights, config=config,
                            metrics=results, predictions=preds)
-    if state is not None:
-        state.clear()  # the checkpoint is complete: nothing left to resume
+    state.clear()  # the checkpoint is complete: nothing left to resume
     return FitResult(cfg.model, path, results, time.perf_counter() - t0, history)

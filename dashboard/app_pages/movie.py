@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import loaders, views
+from dashboard import core, loaders, views
 from mmgenre import analysis as A
 from mmgenre import viz
+from mmgenre.attention_views import word_region_map
 from mmgenre.genres import GENRES
-from mmgenre.models import list_models, model_modalities
 
 MAX_OPTIONS = 2000
 BROWSE = {"title": "All movies", "errors": "Errors of one model", "disagree": "Where two models disagree"}
@@ -84,22 +84,6 @@ def pick_movie(ds, names: list[str]) -> tuple[str | None, str | None]:
     return chosen, focus
 
 
-def modalities(name: str) -> set[str]:
-    """The model's modalities; empty for a folder whose name is not a registered model."""
-    return set(model_modalities(name)) if name in list_models() else set()
-
-
-def default_model(usable: list[str], preferred: str | None) -> int:
-    """Index of the model to explain first: the one browsed, else the best on the leaderboard
-    among those that read both the poster and the plot (they have the most to show)."""
-    if preferred in usable:
-        return usable.index(preferred)
-    board = loaders.leaderboard(s.checkpoints)
-    ranked = [m for m in board.get("model", []) if m in usable] + usable
-    both = [m for m in ranked if {"text", "image"} <= modalities(m)]
-    return usable.index(both[0]) if both else 0
-
-
 def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None) -> None:
     usable = [n for n in names if n in preds]
     if not usable:
@@ -107,7 +91,8 @@ def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None
         return
     c = st.columns([1, 1, 2])
     browsed = st.session_state.get("err_model") if st.session_state.get("browse_mode") == "errors" else None
-    model = c[0].selectbox("Explain model", usable, index=default_model(usable, browsed),
+    first = core.preferred_model(usable, s.checkpoints, browsed=browsed)
+    model = c[0].selectbox("Explain model", usable, index=usable.index(first),
                            key="explain_model", bind="query-params")
     pred, thr = preds[model]
     row = pred[pred["imdb_id"] == movie.imdb_id]
@@ -135,7 +120,7 @@ def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None
                     st.caption(loaders.md_escape(text))
             elif expl.poster is not None:
                 why = ("this model reads only the objects detected on it: no Grad-CAM"
-                       if "det" in modalities(model) else "this model does not read it")
+                       if "detector" in core.model_modalities(model) else "this model does not read it")
                 st.image(expl.poster, caption=f"poster ({why})", width="stretch")
             else:
                 st.info("This movie has no poster.")
@@ -162,11 +147,7 @@ def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None
             if expl.poster is not None:
                 idx = st.selectbox("Regions a word looks at", range(len(ca["words"])),
                                    format_func=lambda i: f"{i}: {ca['words'][i]}", key="ca_word")
-                grid = tuple(ca["grid"])
-                weights = np.asarray(ca["text_to_image_mean"][idx], dtype=np.float32).reshape(grid)
-                span = float(weights.max() - weights.min())
-                norm = (weights - weights.min()) / span if span > 0 else np.zeros_like(weights)
-                st.image(viz.overlay_heatmap(expl.poster, norm, alpha=0.55), width=320,
+                st.image(viz.overlay_heatmap(expl.poster, word_region_map(ca, idx), alpha=0.55), width=320,
                          caption="attention of the chosen word over the poster grid")
 
         a, b = st.columns([3, 2])

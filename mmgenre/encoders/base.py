@@ -1,4 +1,4 @@
-"""Registry and shared interfaces of the frozen encoders (text, image, detector).
+"""Registry of the frozen encoders (text, image, detector) and helpers shared by their modules.
 
 Every encoder is chosen by ``(kind, name)``. ``build_encoder`` returns it frozen: all parameters have
 ``requires_grad=False`` and the module stays in eval mode, but nothing runs under ``torch.no_grad``,
@@ -11,19 +11,19 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from mmgenre.encoders.kinds import KINDS
 from mmgenre.errors import EncoderUnavailableError, InputError
 
-ENCODER_KINDS: tuple[str, ...] = ("text", "image", "detector")
-_DEFAULTS = {"text": "minilm", "image": "efficientnet-lite0", "detector": "haar"}
+ENCODER_KINDS: tuple[str, ...] = tuple(KINDS)
+_DEFAULTS = {kind: cls.default for kind, cls in KINDS.items()}
 # The flag the CLIs name to choose an encoder of each kind (used in error messages).
-CLI_FLAGS = {"text": "--text-encoder", "image": "--image-encoder", "detector": "--detector"}
+CLI_FLAGS = {kind: cls.cli_flag for kind, cls in KINDS.items()}
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,12 @@ def list_encoders(kind: str) -> list[str]:
     return ([default] if default in names else []) + [n for n in names if n != default]
 
 
+def option_name(kind: str) -> str:
+    """``kind``'s CLI flag as a Python name ("--text-encoder" -> "text_encoder", TrainConfig's field)."""
+    _check_kind(kind)
+    return CLI_FLAGS[kind].removeprefix("--").replace("-", "_")
+
+
 def default_encoder(kind: str) -> str:
     """The offline default of ``kind``: "minilm", "efficientnet-lite0" or "haar"."""
     _check_kind(kind)
@@ -108,8 +114,6 @@ def build_encoder(kind: str, name: str, *, weights: str | Path | None = None, pr
     if isinstance(encoder, nn.Module):
         encoder.to(device)
         freeze(encoder)
-    if isinstance(encoder, ImageEncoder):
-        encoder.attach_gradient_taps()
     return encoder
 
 
@@ -206,144 +210,3 @@ def check_image(image: Any, field: str = "image") -> Image.Image:
     if image.width < 1 or image.height < 1:
         raise InputError(f"{field} is empty ({image.width}x{image.height})")
     return image if image.mode == "RGB" else image.convert("RGB")
-
-
-class FrozenModule(nn.Module):
-    """An ``nn.Module`` that stays in eval mode even when a parent calls ``.train()``.
-
-    A fusion model that holds an encoder as a submodule must not switch on its dropout or update its
-    BatchNorm running statistics.
-    """
-
-    def train(self, mode: bool = True):  # noqa: ARG002 - always eval
-        return super().train(False)
-
-    @property
-    def device(self) -> torch.device:
-        param = next(self.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
-
-
-# ---------------------------------------------------------------------------------------------
-# interfaces
-
-
-class TextFeatures(NamedTuple):
-    pooled: torch.Tensor  # (B, D)
-    tokens: torch.Tensor  # (B, T, D) last hidden state
-    mask: torch.Tensor  # (B, T) bool, True on real tokens
-
-
-class ImageFeatures(NamedTuple):
-    pooled: torch.Tensor  # (B, D)
-    regions: torch.Tensor  # (B, R, D), R = grid[0] * grid[1], row-major
-    grid: tuple[int, int]  # (h, w) of the region grid
-
-
-@dataclass(frozen=True)
-class Detection:
-    label: str
-    box: tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixels of the given image
-    score: float
-
-
-class TextEncoder(FrozenModule):
-    """Frozen text encoder: plots -> token ids -> pooled and per-token features."""
-
-    kind = "text"
-    name: str
-    dim: int
-    max_length: int = 256
-    pad_token_id: int
-
-    def tokenize(self, plots: list[str]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
-        raise NotImplementedError
-
-    def forward_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
-        raise NotImplementedError
-
-    @property
-    def embedding_layer(self) -> nn.Module:
-        raise NotImplementedError
-
-    def words(self, plot: str, input_ids_row: torch.Tensor) -> list[tuple[str, list[int]]]:
-        raise NotImplementedError
-
-    def describe(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class ImageEncoder(FrozenModule):
-    """Frozen image encoder: PIL poster -> pixels (its one transform) -> pooled and region features."""
-
-    kind = "image"
-    name: str
-    dim: int
-    input_size: tuple[int, int]  # (H, W)
-    reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        raise NotImplementedError
-
-    def preprocess_batch(self, images: list[Image.Image]) -> torch.Tensor:
-        """(B, 3, H, W) on the encoder's device."""
-        if not images:
-            raise InputError("images: need at least one image")
-        return torch.stack([self.preprocess(im) for im in images]).to(self.device)
-
-    def forward(self, pixels: torch.Tensor) -> ImageFeatures:
-        raise NotImplementedError
-
-    @property
-    def target_layers(self) -> list[nn.Module]:
-        raise NotImplementedError
-
-    def attach_gradient_taps(self) -> None:
-        """Let Grad-CAM work on the frozen encoder without making the pixels require grad.
-
-        With every parameter frozen and plain pixels, autograd records nothing, so pytorch-grad-cam would
-        get no gradients. Under grad mode, a hook turns each target layer's output into a leaf that
-        requires grad: the graph then starts at that layer (cheap) instead of at the pixels. When the
-        input already requires grad (Integrated Gradients on pixels) nothing changes. ``build_encoder``
-        calls this; it must run before other hooks are registered on the target layers.
-        """
-        if not getattr(self, "_gradient_taps", False):
-            for layer in self.target_layers:
-                layer.register_forward_hook(_activation_requires_grad)
-            self._gradient_taps = True
-
-    def describe(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-def _activation_requires_grad(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-    if torch.is_grad_enabled() and isinstance(output, torch.Tensor) and not output.requires_grad:
-        return output.detach().requires_grad_(True)
-    return None
-
-
-class Detector:
-    """Frozen object detector turned into a fixed-length feature vector per poster."""
-
-    kind = "detector"
-    name: str
-    dim: int
-    labels: tuple[str, ...]
-
-    def detect(self, image: Image.Image) -> list[Detection]:
-        raise NotImplementedError
-
-    def features(self, image: Image.Image | None) -> np.ndarray:
-        raise NotImplementedError
-
-    def features_batch(self, images: list[Image.Image | None]) -> np.ndarray:
-        """(B, dim) float32; ``None`` entries (no poster) give zero rows."""
-        if not images:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self.features(im) for im in images]).astype(np.float32)
-
-    def describe(self) -> dict[str, Any]:
-        raise NotImplementedError

@@ -24,9 +24,10 @@ from PIL import Image
 
 from mmgenre.errors import EncoderUnavailableError, InputError
 from mmgenre.encoders.base import (
-    Detection, Detector, check_image, freeze, is_offline, library_versions, load_weights_into,
+    check_image, freeze, is_offline, library_versions, load_weights_into,
     register_encoder, unavailable,
 )
+from mmgenre.encoders.kinds import Detection, Detector
 
 HAAR_STATS = ("count", "log1p_count", "area_frac", "max_area_frac", "mean_cx", "mean_cy", "mean_score")
 GRID = 3

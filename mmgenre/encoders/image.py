@@ -19,9 +19,10 @@ from torch import nn
 
 from mmgenre.errors import InputError
 from mmgenre.encoders.base import (
-    ImageEncoder, ImageFeatures, check_image, is_offline, library_versions,
+    check_image, is_offline, library_versions,
     load_weights_into, register_encoder, register_fallback, unavailable,
 )
+from mmgenre.encoders.kinds import ImageEncoder, ImageFeatures
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # The EfficientNet-Lite weights are ported from TensorFlow, whose lite preprocessing is (x - 127) / 128 on

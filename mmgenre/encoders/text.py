@@ -25,9 +25,10 @@ from torch import nn
 
 from mmgenre.errors import EncoderUnavailableError, InputError
 from mmgenre.encoders.base import (
-    TextEncoder, TextFeatures, cache_dir, is_offline, library_versions, register_encoder,
+    cache_dir, is_offline, library_versions, register_encoder,
     register_fallback, unavailable,
 )
+from mmgenre.encoders.kinds import TextEncoder, TextFeatures
 
 POOLINGS = ("mean", "cls")
 # Random-init builds cannot download a tokenizer, so they use the bundled MiniLM WordPiece tokenizer

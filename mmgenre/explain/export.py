@@ -16,6 +16,7 @@ from pathlib import Path
 from mmgenre.atomic import write_text
 from mmgenre.errors import InputError
 from mmgenre.explain import Explanation, explain_prediction
+from mmgenre.inputs import prepare_inputs
 from mmgenre.viz import (cross_attention_figure, draw_objects, highlight_words_html, html_page,
                          overlay_heatmap)
 
@@ -87,8 +88,6 @@ def write_explanation(exp: Explanation, out: Path) -> list[str]:
 def export_explanation(predictor, poster=None, plot=None, genres=None, out: Path | str = "explanation",
                        **kwargs) -> dict:
     """Explain one movie with ``predictor`` and write the files into ``out``; returns a summary."""
-    from mmgenre.predict import prepare_inputs
-
     inputs = prepare_inputs(poster, plot)
     exp = explain_prediction(predictor, inputs, genres=genres, **kwargs)
     files = write_explanation(exp, Path(out))

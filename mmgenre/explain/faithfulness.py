@@ -6,8 +6,7 @@
   same way a CAM is), so both masks are blobs of similar shape and only *where* they are differs.
 * ``ig_completeness``: Integrated Gradients should satisfy sum(attributions) = f(x) - f(baseline);
   the gap, absolute and relative to |f(x) - f(baseline)|.
-* ``randomisation_sanity`` (Adebayo et al. 2018): re-initialise the head's weights and explain
-  again; a map that barely changes (high Spearman correlation) does not depend on the model.
+* ``randomize_head``: the weights a model-randomisation check (``mmgenre.explain.sanity``) uses.
 """
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from torch import nn
 
 from mmgenre.errors import InputError
@@ -95,19 +93,13 @@ def ig_completeness(attributions: np.ndarray | float, f_diff: float) -> dict[str
 # model-randomisation sanity check
 
 
-def randomize_head(model, seed: int = 0):
+def randomize_head(model: nn.Module, seed: int = 0) -> nn.Module:
     """A deep copy of ``model`` with every weight re-initialised (the original is untouched).
 
-    torch heads: ``reset_parameters`` of every layer that has one; other parameters (learned
-    placeholders, position embeddings) are redrawn from N(0, std) with their own std (at least
-    0.02). A ``TfidfLogReg``: coefficients redrawn from N(0, std of the fitted coefficients).
+    ``reset_parameters`` of every layer that has one; other parameters (learned placeholders,
+    position embeddings) are redrawn from N(0, std) with their own std (at least 0.02).
     """
     clone = copy.deepcopy(model)
-    if not isinstance(clone, nn.Module):  # tf-idf baseline: plain arrays
-        rng = np.random.default_rng(seed)
-        coef = np.asarray(clone.coef)
-        clone.coef = rng.normal(0.0, float(coef.std()) or 1.0, coef.shape).astype(coef.dtype)
-        return clone
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for module in clone.modules():
@@ -119,51 +111,3 @@ def randomize_head(model, seed: int = 0):
                 p.normal_(0.0, max(float(p.std()) if p.numel() > 1 else 0.0, 0.02))
     clone.eval()
     return clone
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
-    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None  # undefined for constant maps
-    return float(spearmanr(a, b).statistic)
-
-
-def coarse(cam: np.ndarray, side: int = 32) -> np.ndarray:
-    """A CAM resized to at most ``side`` x ``side`` (correlating every pixel adds only ties)."""
-    h, w = np.shape(cam)
-    scale = min(1.0, side / max(h, w))
-    return resize_map(cam, (max(1, round(h * scale)), max(1, round(w * scale))))
-
-
-def randomisation_sanity(predictor, inputs, explanation, *, seed: int = 0, ig_steps: int = 32) -> dict:
-    """Spearman correlations between ``explanation``'s maps and those of a randomised-head copy.
-
-    Returns ``{"cam": {genre: rho}, "tokens": {genre: rho}, "cam_mean", "tokens_mean"}``
-    (rho None where a map is constant). Low values mean the maps depend on the trained weights.
-    """
-    from mmgenre.explain import explain_prediction
-
-    proxy = copy.copy(predictor)
-    proxy.model = randomize_head(predictor.model, seed)
-    rand = explain_prediction(proxy, inputs, genres=explanation.genres, ig_steps=ig_steps, faithfulness=False,
-                              random_seed=seed)
-    cam = {g: _spearman(coarse(explanation.poster_cam[g]), coarse(rand.poster_cam[g]))
-           for g in explanation.poster_cam if g in rand.poster_cam}
-    tokens = {g: _spearman(explanation.token_scores[g], rand.token_scores[g])
-              for g in explanation.token_scores if g in rand.token_scores}
-
-    def mean(d: dict) -> float | None:
-        vals = [v for v in d.values() if v is not None]
-        return float(np.mean(vals)) if vals else None
-
-    return {"cam": cam, "tokens": tokens, "cam_mean": mean(cam), "tokens_mean": mean(tokens)}
-
-
-def summarize_deletion(results: Sequence[Mapping]) -> dict[str, float]:
-    """Share of (movie, genre) deletion tests where the CAM beats random, and mean drops."""
-    rows = [r for r in results if r]
-    if not rows:
-        return {"n": 0, "beats_random": float("nan"), "top_drop": float("nan"), "random_drop": float("nan")}
-    return {"n": len(rows), "beats_random": float(np.mean([r["beats_random"] for r in rows])),
-            "top_drop": float(np.mean([r["top_drop"] for r in rows])),
-            "random_drop": float(np.mean([r["random_drop"] for r in rows]))}

@@ -1,8 +1,9 @@
 """Grad-CAM of genre logits on the poster (pytorch-grad-cam), the plot held fixed.
 
-The explainer sees one model, ``PixelsToLogits``: pixels (B, 3, H, W) -> the head's 23 logits, with
-the text / detector features of the movie computed once, detached and broadcast to the batch.
-All requested genres are explained in one forward/backward: the pixels are repeated once per genre
+``GradCam(forward, target_layers).attribute(pixels, targets)``: ``forward`` is any module from
+pixels (B, 3, H, W) to logits, e.g. ``PixelsToLogits`` (a head over an image encoder, with the
+movie's text / detector entries computed once, detached and broadcast to the batch). All
+requested genres are explained in one forward/backward: the pixels are repeated once per genre
 and each row gets its own ``ClassifierOutputTarget``.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from mmgenre.batching import image_batch
+from mmgenre import schema
 from mmgenre.errors import InputError
 from mmgenre.viz import resize_map
 
@@ -32,13 +33,13 @@ class PixelsToLogits(nn.Module):
     def __init__(self, head: nn.Module, image_encoder: nn.Module, fixed: dict[str, torch.Tensor]):
         super().__init__()
         self.head, self.image_encoder = head, image_encoder
-        image_keys = {"image", "image_regions", "has_image"}
+        image_keys = schema.keys(image_encoder.kind)
         self.fixed = {k: v.detach() for k, v in fixed.items() if k not in image_keys}
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         b = pixels.shape[0]
         batch = {k: v.expand(b, *v.shape[1:]) for k, v in self.fixed.items()}
-        batch.update(image_batch(self.image_encoder(pixels), [True] * b))
+        batch.update(self.image_encoder.feature_entries(self.image_encoder(pixels), [True] * b))
         return self.head(batch).logits
 
 
@@ -79,28 +80,36 @@ def no_param_grads(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def gradcam_maps(model: PixelsToLogits, pixels: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
-    """(G, H_in, W_in) float32 Grad-CAM maps in [0, 1], one per target logit, at the input size.
+class GradCam:
+    """Grad-CAM of the logits of ``forward`` (pixels -> logits) at ``target_layers``.
 
-    ``pixels``: (1, 3, H_in, W_in) or (3, H_in, W_in) preprocessed poster.
+    ``reshape_transform`` turns a layer's output into (B, C, h, w) (ViT tokens); the encoder's own.
+    ``forward``'s parameters get no gradient, and every hook is removed after each call.
     """
-    if pixels.dim() == 3:
-        pixels = pixels[None]
-    if pixels.dim() != 4 or pixels.shape[0] != 1:
-        raise InputError(f"gradcam: expected pixels of shape (1, 3, H, W), got {tuple(pixels.shape)}")
-    if not targets:
-        return np.zeros((0, *pixels.shape[2:]), dtype=np.float32)
-    encoder = model.image_encoder
-    layers = list(encoder.target_layers)
-    repeated = pixels.detach().expand(len(targets), -1, -1, -1).contiguous()
-    with no_param_grads(model), gradient_taps(layers):
-        cam = GradCAM(model=model, target_layers=layers,
-                      reshape_transform=getattr(encoder, "reshape_transform", None))
-        try:  # not ``with cam``: its __exit__ swallows IndexError
-            maps = cam(input_tensor=repeated, targets=[ClassifierOutputTarget(int(t)) for t in targets])
-        finally:
-            cam.activations_and_grads.release()
-    return np.nan_to_num(np.asarray(maps, dtype=np.float32)).clip(0.0, 1.0)
+
+    def __init__(self, forward: nn.Module, target_layers: Sequence[nn.Module], reshape_transform=None):
+        self.forward, self.target_layers, self.reshape_transform = forward, list(target_layers), reshape_transform
+
+    def attribute(self, pixels: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
+        """(G, H_in, W_in) float32 maps in [0, 1], one per target logit, at the input size.
+
+        ``pixels``: (1, 3, H_in, W_in) or (3, H_in, W_in) preprocessed poster.
+        """
+        if pixels.dim() == 3:
+            pixels = pixels[None]
+        if pixels.dim() != 4 or pixels.shape[0] != 1:
+            raise InputError(f"gradcam: expected pixels of shape (1, 3, H, W), got {tuple(pixels.shape)}")
+        if not targets:
+            return np.zeros((0, *pixels.shape[2:]), dtype=np.float32)
+        repeated = pixels.detach().expand(len(targets), -1, -1, -1).contiguous()
+        with no_param_grads(self.forward), gradient_taps(self.target_layers):
+            cam = GradCAM(model=self.forward, target_layers=self.target_layers,
+                          reshape_transform=self.reshape_transform)
+            try:  # not ``with cam``: its __exit__ swallows IndexError
+                maps = cam(input_tensor=repeated, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+            finally:
+                cam.activations_and_grads.release()
+        return np.nan_to_num(np.asarray(maps, dtype=np.float32)).clip(0.0, 1.0)
 
 
 def input_box(image_encoder, poster_size: tuple[int, int]) -> tuple[float, float, float, float]:

@@ -1,29 +1,25 @@
-"""Word attributions of genre logits on the plot.
+"""Word attributions of genre logits on the plot: ``WordIntegratedGradients(forward, encoder)``.
 
-Neural models: captum ``LayerIntegratedGradients`` on the text encoder's word-embedding layer, from a
-baseline in which every word piece is the pad token (special tokens such as [CLS]/[SEP] kept), with
-the poster features held fixed. All genres go through one ``attribute`` call: the input is repeated
-once per genre with one target per row, and the text encoder runs once per interpolation step for
-all genres (``_SharedEncoder``), with one backward pass per genre.
+captum ``LayerIntegratedGradients`` on the text encoder's word-embedding layer, from a baseline in
+which every word piece is the pad token (special tokens such as [CLS]/[SEP] kept); ``forward``
+maps (input_ids, attention_mask) to logits, e.g. ``IdsToLogits`` (a head over the text encoder,
+the poster features held fixed). All genres go through one ``attribute`` call: the input is
+repeated once per genre with one target per row, and the text encoder runs once per
+interpolation step for all genres (``_SharedEncoder``), with one backward pass per genre.
 Attributions are summed over the embedding dimension, then over the pieces of each word.
-
-TF-IDF + logistic regression: exact contributions (tf-idf weight x coefficient) of each vocabulary
-feature, shared out over the words that make it up, so the word scores sum to logit - intercept.
 """
 from __future__ import annotations
 
-import re
-from collections import Counter
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from captum.attr import LayerIntegratedGradients
 from torch import nn
 
-from mmgenre.batching import text_batch
-from mmgenre.encoders.base import TextFeatures
+from mmgenre import schema
+from mmgenre.encoders.kinds import TextFeatures
 from mmgenre.errors import InputError
 from mmgenre.explain.gradcam import no_param_grads
 
@@ -35,7 +31,7 @@ class WordAttribution:
     """Word scores of one plot for G target logits."""
 
     words: list[str]
-    positions: list[list[int]]      # token positions of each word (empty for tf-idf)
+    positions: list[list[int]]      # token positions of each word (empty without tokens, e.g. tf-idf)
     scores: np.ndarray              # (G, n_words)
     delta: np.ndarray               # (G,) sum(attributions) - (f(x) - f(baseline))
     f_diff: np.ndarray              # (G,) f(x) - f(baseline): logit of the plot minus the baseline's
@@ -54,7 +50,7 @@ class IdsToLogits(nn.Module):
                  max_tokens: int | None, copies: int = 1):
         super().__init__()
         self.head, self.text_encoder, self.max_tokens, self.copies = head, text_encoder, max_tokens, copies
-        text_keys = {"text", "text_tokens", "text_mask", "has_text"}
+        text_keys = schema.keys(text_encoder.kind)
         self.fixed = {k: v.detach() for k, v in fixed.items() if k not in text_keys}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -67,7 +63,7 @@ class IdsToLogits(nn.Module):
             feats = shared_encode(enc, enc.embedding_layer(input_ids), attention_mask, self.copies)
         else:
             feats = enc(input_ids, attention_mask)
-        batch.update(text_batch(feats, self.max_tokens, [True] * b))
+        batch.update(enc.feature_entries(feats, [True] * b, self.max_tokens))
         return self.head(batch).logits
 
 
@@ -136,73 +132,51 @@ def pad_baseline(text_encoder, input_ids: torch.Tensor, word_positions: Sequence
     return base
 
 
-def integrated_gradients(model: IdsToLogits, plot: str, targets: Sequence[int], *, n_steps: int = 32,
-                         ) -> WordAttribution:
-    """Layer Integrated Gradients of each target logit, merged into one score per word."""
-    if not plot:
-        raise InputError("integrated_gradients: the plot is empty")
-    if n_steps < 2:
-        raise InputError(f"ig_steps must be at least 2, got {n_steps}")
-    enc = model.text_encoder
-    toks = enc.tokenize([plot])
-    ids, mask = toks["input_ids"], toks["attention_mask"]
-    word_list = enc.words(plot, ids[0])
-    words, positions = [w for w, _ in word_list], [list(p) for _, p in word_list]
-    base = pad_baseline(enc, ids, positions)
-    g = len(targets)
-    if g == 0:
-        empty = np.zeros(0, dtype=np.float32)
-        return WordAttribution(words, positions, np.zeros((0, len(words)), np.float32), empty, empty, ids)
-    t = ids.shape[1]
-    # captum's internal batch counts every row; the G copies of a step cost one encoder pass
-    rows = g * max(2, min(n_steps, TOKEN_BUDGET // max(t, 1)))
-    lig = LayerIntegratedGradients(model, enc.embedding_layer)
-    model.copies = g  # captum's rows: for each step, the G copies of the plot side by side
-    try:
-        with no_param_grads(model):
-            attr, delta = lig.attribute(ids.expand(g, -1), baselines=base.expand(g, -1),
-                                        target=[int(x) for x in targets],
-                                        additional_forward_args=(mask.expand(g, -1),), n_steps=n_steps,
-                                        internal_batch_size=rows, return_convergence_delta=True)
-    finally:
-        model.copies = 1
-    per_token = attr.sum(dim=-1).detach().double().numpy()          # (G, T)
-    scores = np.stack([[per_token[k, p].sum() for p in positions] for k in range(g)]) if words \
-        else np.zeros((g, 0))
-    delta_np = delta.detach().double().numpy().reshape(-1)
-    # captum's delta is sum(attr) - (f(x) - f(baseline)), so the logit difference comes for free.
-    f_diff = per_token.sum(axis=1) - delta_np
-    return WordAttribution(words, positions, scores.astype(np.float32), delta_np, f_diff, ids)
+class WordIntegratedGradients:
+    """Layer Integrated Gradients of ``forward``'s target logits, merged into one score per word.
 
-
-def tfidf_word_scores(model, plot: str, targets: Sequence[int]) -> WordAttribution:
-    """Exact word contributions of a ``TfidfLogReg``: its logit is intercept + sum_j x_j coef_j,
-    where x_j is the tf-idf weight of vocabulary feature j (a word or a bigram).
-
-    Each feature's contribution is split equally between its occurrences and, for an n-gram,
-    between its n words; stop words and words outside the vocabulary score 0.
+    ``forward``: (input_ids, attention_mask) (B, T) -> logits; when it has a ``copies`` attribute
+    (``IdsToLogits``) it is told how many copies of the plot each step holds.
     """
-    vec = model.vectorizer
-    spans = [m.group(0) for m in re.finditer(r"\S+", plot)]
-    x = vec.transform([plot]).tocsr()
-    contrib = {int(j): float(v) * model.coef[list(targets), j] for j, v in zip(x.indices, x.data)}  # (G,) each
-    preprocess, tokenize = vec.build_preprocessor(), vec.build_tokenizer()
-    stop = vec.get_stop_words() or frozenset()
-    seq = [(tok, w) for w, word in enumerate(spans) for tok in tokenize(preprocess(word)) if tok not in stop]
-    lo, hi = vec.ngram_range
-    grams = [(" ".join(t for t, _ in seq[i:i + n]), [w for _, w in seq[i:i + n]])
-             for n in range(lo, hi + 1) for i in range(len(seq) - n + 1)]
-    vocab = vec.vocabulary_
-    counts = Counter(gram for gram, _ in grams if gram in vocab)
-    scores = np.zeros((len(targets), len(spans)), dtype=np.float64)
-    for gram, owners in grams:
-        j = vocab.get(gram)
-        if j is None or j not in contrib:
-            continue
-        share = contrib[j] / (counts[gram] * len(owners))
-        for w in owners:
-            scores[:, w] += share
-    logits = model.decision_function([plot])[0][list(targets)].astype(np.float64)
-    intercept = np.asarray(model.intercept, dtype=np.float64)[list(targets)]
-    delta = scores.sum(axis=1) - (logits - intercept)  # 0 up to float rounding: the scores are exact
-    return WordAttribution(spans, [[] for _ in spans], scores.astype(np.float32), delta, logits - intercept)
+
+    def __init__(self, forward: nn.Module, text_encoder):
+        self.forward, self.encoder = forward, text_encoder
+
+    def attribute(self, plot: str, targets: Sequence[int], *, n_steps: int = 32) -> WordAttribution:
+        if not plot:
+            raise InputError("Integrated Gradients: the plot is empty")
+        if n_steps < 2:
+            raise InputError(f"ig_steps must be at least 2, got {n_steps}")
+        enc = self.encoder
+        toks = enc.tokenize([plot])
+        ids, mask = toks["input_ids"], toks["attention_mask"]
+        word_list = enc.words(plot, ids[0])
+        words, positions = [w for w, _ in word_list], [list(p) for _, p in word_list]
+        base = pad_baseline(enc, ids, positions)
+        g = len(targets)
+        if g == 0:
+            empty = np.zeros(0, dtype=np.float32)
+            return WordAttribution(words, positions, np.zeros((0, len(words)), np.float32), empty, empty, ids)
+        t = ids.shape[1]
+        # captum's internal batch counts every row; the G copies of a step cost one encoder pass
+        rows = g * max(2, min(n_steps, TOKEN_BUDGET // max(t, 1)))
+        lig = LayerIntegratedGradients(self.forward, enc.embedding_layer)
+        shares = hasattr(self.forward, "copies")
+        if shares:
+            self.forward.copies = g  # captum's rows: for each step, the G copies of the plot side by side
+        try:
+            with no_param_grads(self.forward):
+                attr, delta = lig.attribute(ids.expand(g, -1), baselines=base.expand(g, -1),
+                                            target=[int(x) for x in targets],
+                                            additional_forward_args=(mask.expand(g, -1),), n_steps=n_steps,
+                                            internal_batch_size=rows, return_convergence_delta=True)
+        finally:
+            if shares:
+                self.forward.copies = 1
+        per_token = attr.sum(dim=-1).detach().double().numpy()          # (G, T)
+        scores = np.stack([[per_token[k, p].sum() for p in positions] for k in range(g)]) if words \
+            else np.zeros((g, 0))
+        delta_np = delta.detach().double().numpy().reshape(-1)
+        # captum's delta is sum(attr) - (f(x) - f(baseline)), so the logit difference comes for free.
+        f_diff = per_token.sum(axis=1) - delta_np
+        return WordAttribution(words, positions, scores.astype(np.float32), delta_np, f_diff, ids)

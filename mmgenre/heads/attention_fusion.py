@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmgenre.explain.extras import modality_weights
 from mmgenre.genres import N_GENRES
 from mmgenre.heads import register_head
 from mmgenre.heads.base import (Batch, Head, HeadOutput, ModalityEncoder, classifier,
@@ -44,3 +45,6 @@ class AttentionFusionHead(Head):
         weights = masked_softmax(self.scorer(h).squeeze(-1), torch.stack(present, dim=1))
         fused = self.norm((weights.unsqueeze(-1) * h).sum(dim=1))
         return HeadOutput(self.classify(fused), {"modality_weights": weights})
+
+    def explain_extras(self, out: HeadOutput, ctx: Any) -> dict[str, Any]:
+        return {"modality": modality_weights(self.modalities, out.extras["modality_weights"][ctx.row], ctx.targets)}

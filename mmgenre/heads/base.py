@@ -2,29 +2,16 @@
 
 Heads are trained on *cached* features of frozen encoders and, at explanation time, run on live
 encoder outputs, so every head is an ordinary differentiable ``nn.Module`` of its input tensors.
-
-Batch format (a ``dict[str, torch.Tensor]``; float32 unless stated, B = batch size):
-
-==================  ==============  ===========================================================
-key                 shape           meaning
-==================  ==============  ===========================================================
-``text``            (B, Dt)         pooled plot features
-``text_tokens``     (B, T, Dt)      per-token plot features (sequence heads only)
-``text_mask``       (B, T) bool     True = real token, False = padding (sequence heads only)
-``image``           (B, Di)         pooled poster features (zeros when there is no poster)
-``image_regions``   (B, R, Di)      poster grid features, e.g. R = 49 for a 7x7 CNN grid
-``det``             (B, Dd)         detector statistics (counts, areas...; any scale)
-``has_text``        (B,) bool       False: empty plot. Optional, defaults to all True
-``has_image``       (B,) bool       False: no poster. Optional, defaults to all True
-``has_det``         (B,) bool       optional; defaults to ``has_image`` because the detector
-                                    statistics are computed from the poster
-==================  ==============  ===========================================================
-
-``dims = {"text": Dt, "image": Di, "det": Dd}``; a head only needs the modalities it uses.
+The batch a head reads is a ``dict[str, torch.Tensor]`` whose keys are listed in
+:mod:`mmgenre.schema`; ``dims = {"text": Dt, "image": Di, "detector": Dd}`` (a head only needs
+the modalities it uses).
 
 Missing modalities: every head replaces the projected representation of a missing modality by
 a learned placeholder vector and/or masks it in its attention or gating, so a batch in which no
 row has a poster still gives finite logits.
+
+Explanations: a head whose extras explain something (gates, modality weights, attention) says so
+in :meth:`Head.explain_extras`; ``mmgenre.explain`` asks every head and needs no change for a new one.
 """
 from __future__ import annotations
 
@@ -34,11 +21,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from mmgenre import schema
 from mmgenre.errors import InputError
 from mmgenre.genres import N_GENRES
-
-MODALITIES: tuple[str, ...] = ("text", "image", "det")
-Batch = dict[str, torch.Tensor]
+from mmgenre.schema import Batch
 
 
 @dataclass
@@ -82,14 +68,18 @@ class Head(nn.Module):
     @classmethod
     def input_keys(cls) -> tuple[str, ...]:
         """Float batch keys this head reads (the tensors an explainer may attribute to)."""
-        keys: list[str] = []
-        for m in cls.modalities:
-            keys.append(m)
-            if cls.uses_sequences and m == "text":
-                keys.append("text_tokens")
-            if cls.uses_sequences and m == "image":
-                keys.append("image_regions")
-        return tuple(keys)
+        return tuple(k for m in cls.modalities
+                     for k in (schema.feature_keys(m) if cls.uses_sequences else (m,)))
+
+    def explain_extras(self, out: HeadOutput, ctx: Any) -> dict[str, Any]:
+        """Parts of an explanation read from ``out.extras`` (one movie: row ``ctx.row``).
+
+        Returns ``{"modality": {...}}`` (merged into ``Explanation.modality``) and/or
+        ``{"cross_attention": {...}}``; ``ctx`` is a ``mmgenre.explain.extras.ExtrasContext``
+        (explained genres, the plot's words and token positions, the poster's region grid).
+        The base head has no extras worth explaining.
+        """
+        return {}
 
     # ----- batch access -------------------------------------------------------------------
     def feature(self, batch: Batch, key: str, modality: str, ndim: int = 2) -> torch.Tensor:
@@ -104,11 +94,9 @@ class Head(nn.Module):
         return x
 
     def present(self, batch: Batch, modality: str, n: int) -> torch.Tensor:
-        """(B,) bool: which rows have ``modality`` (has_text / has_image / has_det)."""
-        key = f"has_{modality}"
-        if key not in batch and modality == "det":
-            key = "has_image"  # detector statistics come from the poster
-        if key not in batch:
+        """(B,) bool: which rows have ``modality`` (see ``schema.presence_keys`` for defaults)."""
+        key = next((k for k in schema.presence_keys(modality) if k in batch), None)
+        if key is None:
             return torch.ones(n, dtype=torch.bool, device=self._device())
         mask = batch[key].to(device=self._device()).bool().reshape(-1)
         if mask.numel() != n:
@@ -146,7 +134,7 @@ class SymLog(nn.Module):
 
 def input_norm(modality: str, dim: int) -> nn.Module:
     """Per-sample normalisation applied to a raw feature before projection (no BatchNorm)."""
-    if modality == "det":
+    if modality == "detector":
         return nn.Sequential(SymLog(), nn.LayerNorm(dim))
     return nn.LayerNorm(dim)
 
@@ -192,29 +180,28 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 # ----- training helper ----------------------------------------------------------------------
-_ZERO_WITH = {"text": ("text", "text_tokens"), "image": ("image", "image_regions", "det")}
-
-
 def modality_dropout(batch: Batch, p_text: float, p_image: float,
                      generator: torch.Generator | None = None) -> Batch:
-    """Randomly mark text or image missing (zeroed, ``has_*`` False) to train for missing posters.
+    """Randomly mark the plot or the poster missing, to train for missing posters / plots.
 
-    A modality is only dropped from a row that still has the other one, and never both from the
-    same row. Dropping the image also zeroes ``det`` (it is computed from the poster) and clears
-    ``has_det`` if present; dropping the text clears the row's ``text_mask``. The input dict is
-    not modified; a new dict is returned.
+    ``p_text`` is the chance per row of removing the plot, ``p_image`` the poster: every modality
+    computed from it (``schema.from_source``) is zeroed, its mask cleared and its ``has_*`` False.
+    An input is only dropped from a row that still has the other one, and never both from the
+    same row. The input dict is not modified; a new dict is returned.
     """
     for p, what in ((p_text, "p_text"), (p_image, "p_image")):
         if not 0.0 <= float(p) <= 1.0:
             raise InputError(f"modality_dropout: {what} must be in [0, 1], got {p}")
-    ref = next((batch[k] for k in ("text", "image", "text_tokens", "image_regions", "det")
-                if k in batch), None)
+    ref = next((batch[k] for m in schema.MODALITIES for k in schema.feature_keys(m) if k in batch), None)
     if ref is None:
         raise InputError("modality_dropout: batch has none of text/image features")
     n, device = ref.shape[0], ref.device
-    has_text = batch["has_text"].bool() if "has_text" in batch else torch.ones(n, dtype=torch.bool, device=device)
-    has_image = batch["has_image"].bool() if "has_image" in batch else torch.ones(n, dtype=torch.bool, device=device)
 
+    def has(source: str) -> torch.Tensor:
+        key = schema.presence(schema.primary(source))
+        return batch[key].bool() if key in batch else torch.ones(n, dtype=torch.bool, device=device)
+
+    has_text, has_image = has("plot"), has("poster")
     gen_device = generator.device if generator is not None else device
     u = torch.rand(3, n, generator=generator, device=gen_device).to(device)
     drop_t, drop_i = u[0] < p_text, u[1] < p_image
@@ -224,18 +211,9 @@ def modality_dropout(batch: Batch, p_text: float, p_image: float,
     drop_i = drop_i & ~(both & ~coin) & has_text
 
     out = dict(batch)
-    for modality, drop in (("text", drop_t), ("image", drop_i)):
-        for key in _ZERO_WITH[modality]:
-            if key in out:
-                x = out[key]
-                keep = (~drop).reshape(-1, *([1] * (x.dim() - 1)))
-                out[key] = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
-    out["has_text"] = has_text & ~drop_t
-    out["has_image"] = has_image & ~drop_i
-    if "has_det" in batch:
-        out["has_det"] = batch["has_det"].bool() & ~drop_i
-    if "text_mask" in batch:
-        out["text_mask"] = batch["text_mask"].bool() & ~drop_t.unsqueeze(1)
+    out["has_text"], out["has_image"] = has_text, has_image
+    for source, drop in (("plot", drop_t), ("poster", drop_i)):
+        schema.remove_rows(out, source, drop)
     return out
 
 

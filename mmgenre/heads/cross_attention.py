@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mmgenre.errors import InputError
+from mmgenre.explain.cross_attention import cross_attention_maps
 from mmgenre.genres import N_GENRES
 from mmgenre.heads import register_head
 from mmgenre.heads.base import (Batch, Head, HeadOutput, ModalityEncoder, classifier,
@@ -129,3 +130,9 @@ class CrossAttentionHead(Head):
         extras = {"attn_text_to_image": w_ti[..., :r], "attn_text_to_image_null": w_ti[..., r],
                   "attn_image_to_text": w_it[..., :t], "attn_image_to_text_null": w_it[..., t]}
         return HeadOutput(logits, extras)
+
+    def explain_extras(self, out: HeadOutput, ctx: Any) -> dict[str, Any]:
+        """Word-level attention maps, when the plot's words were attributed and there is a poster."""
+        if ctx.words is None or ctx.grid is None:
+            return {}
+        return {"cross_attention": cross_attention_maps(out.extras, ctx.words, ctx.positions, ctx.grid, ctx.row)}

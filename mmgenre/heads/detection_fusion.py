@@ -5,10 +5,10 @@ from mmgenre.heads.attention_fusion import AttentionFusionHead
 
 @register_head("detection_fusion")
 class DetectionFusionHead(AttentionFusionHead):
-    """`attention_fusion` with a third modality, ``det`` (symlog + LayerNorm before projection).
+    """`attention_fusion` with a third modality, ``detector`` (symlog + LayerNorm before projection).
 
-    ``det`` counts as missing where ``has_det`` (default: ``has_image``) is False.
-    extras: ``modality_weights`` (B, 3) over (text, image, det).
+    ``detector`` counts as missing where ``has_detector`` (default: ``has_image``) is False.
+    extras: ``modality_weights`` (B, 3) over (text, image, detector).
     """
 
-    modalities = ("text", "image", "det")
+    modalities = ("text", "image", "detector")

@@ -5,10 +5,10 @@ from mmgenre.heads.base import SingleModalityHead
 
 @register_head("detection_only")
 class DetectionOnlyHead(SingleModalityHead):
-    """symlog + LayerNorm -> Linear(hidden) -> GELU -> Dropout -> Linear on `batch["det"]`.
+    """symlog + LayerNorm -> Linear(hidden) -> GELU -> Dropout -> Linear on `batch["detector"]`.
 
     The symlog brings counts and areas to comparable scales before the LayerNorm. Rows without a
-    poster (``has_det``, else ``has_image``, False) use a learned placeholder.
+    poster (``has_detector``, else ``has_image``, False) use a learned placeholder.
     """
 
-    modalities = ("det",)
+    modalities = ("detector",)

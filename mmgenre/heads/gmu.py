@@ -64,3 +64,6 @@ class GMUHead(Head):
         z = torch.where((has_v & ~has_t).unsqueeze(-1), torch.zeros_like(z), z)
         h = z * ht + (1.0 - z) * hv
         return HeadOutput(self.classify(h), {"gate": z, "gate_text_share": z.mean(dim=-1)})
+
+    def explain_extras(self, out: HeadOutput, ctx: Any) -> dict[str, Any]:
+        return {"modality": {"gate_text_share": float(out.extras["gate_text_share"][ctx.row].detach())}}

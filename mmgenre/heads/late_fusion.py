@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmgenre.explain.extras import modality_weights
 from mmgenre.genres import N_GENRES
 from mmgenre.heads import register_head
 from mmgenre.heads.base import Batch, Head, HeadOutput, ModalityEncoder, masked_softmax
@@ -48,3 +49,6 @@ class LateFusionHead(Head):
         extras = {"modality_weights": weights}
         extras.update({f"logits_{m}": lg for m, lg in zip(self.modalities, logits)})
         return HeadOutput((weights * stacked).sum(dim=1), extras)
+
+    def explain_extras(self, out: HeadOutput, ctx: Any) -> dict[str, Any]:
+        return {"modality": modality_weights(self.modalities, out.extras["modality_weights"][ctx.row], ctx.targets)}

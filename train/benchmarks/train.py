@@ -1,6 +1,6 @@
 """Training speed: every registered model trained from cached features, timed.
 
-    python -m mmgenre.benchmarks.train --data ../shared/mmimdb-lite [--out /tmp/bench_ckpt]
+    python -m train.benchmarks.train --data ../shared/mmimdb-lite [--out /tmp/bench_ckpt]
 
 Features must already be cached (``python -m mmgenre features``) so this times the heads only.
 Checkpoints go to a temporary folder unless --out is given.

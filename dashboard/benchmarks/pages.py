@@ -1,6 +1,6 @@
 """Dashboard response times: every page, cold and warm, and the Gradio predict call.
 
-    python -m mmgenre.benchmarks.dashboard --data ../shared/mmimdb-lite --checkpoints checkpoints
+    python -m dashboard.benchmarks.pages --data ../shared/mmimdb-lite --checkpoints checkpoints
         [--repeats 5] [--browser]
 
 * Streamlit (``streamlit.testing.v1.AppTest``, in process): the time of one script run of each
@@ -23,10 +23,12 @@ import statistics
 import time
 from pathlib import Path
 
+from dashboard.core import PAGES, model_modalities
+
 BUDGET_S = 3.0
-# Sidebar links (URL path endings) and the title each page shows.
-NAV = (("/compare", "Compare models"), ("/movie", "Movie explorer"), ("/predict", "Predict"),
-       (":{port}/", "Dataset"))
+# Sidebar links (URL path endings) and the title each page shows, the default page last (the
+# run starts on it; its link is the bare origin).
+NAV = tuple((f"/{p.url_path}", p.title) for p in PAGES[1:]) + ((":{port}/", PAGES[0].title),)
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
@@ -143,7 +145,6 @@ def bench_gradio(report: Report, data: str, checkpoints: str, repeats: int) -> N
     from dashboard.gradio_app import TOP_GENRE, build_demo, launch_kwargs
     from mmgenre.analysis import available_checkpoints
     from mmgenre.data import MMIMDb
-    from mmgenre.models import list_models, model_modalities
 
     ds = MMIMDb.load(data, skip_bad=True)
     movies = [m for m in ds.split("test") if m.has_poster and m.has_plot][: repeats + 1]
@@ -170,7 +171,7 @@ def bench_gradio(report: Report, data: str, checkpoints: str, repeats: int) -> N
             return (total if first is None else first), total
 
         for model in available_checkpoints(checkpoints):
-            poster_only = model in list_models() and set(model_modalities(model)) <= {"image", "det"}
+            poster_only = bool(model_modalities(model)) and model_modalities(model) <= {"image", "detector"}
             for what, poster in (("plot only", False), ("poster + plot", True)):
                 if poster_only and not poster:
                     continue  # the model refuses a plot without a poster
@@ -199,7 +200,7 @@ def bench_browser(report: Report, data: str, checkpoints: str, repeats: int) -> 
         server.start()
         browser = Browser(chrome)
         base = f"http://127.0.0.1:{port}"
-        for name in ("dataset", "compare", "movie", "predict", "gradio"):
+        for name in [p.name for p in PAGES] + ["gradio"]:
             times = []
             for _ in range(repeats + 1):
                 browser.set_size(1400)

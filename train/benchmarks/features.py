@@ -1,6 +1,6 @@
 """Feature-extraction speed: items/s and peak memory per encoder on this machine.
 
-    python -m mmgenre.benchmarks.features --data ../shared/mmimdb-lite [--encoders text:minilm,image:efficientnet-lite0,detector:haar]
+    python -m train.benchmarks.features --data ../shared/mmimdb-lite [--encoders text:minilm,image:efficientnet-lite0,detector:haar]
 
 Each encoder runs in a fresh cache folder (nothing is reused), in its own process so that
 peak RSS is that encoder's alone.

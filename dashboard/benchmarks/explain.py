@@ -1,6 +1,6 @@
 """Explanation speed and faithfulness over test movies that have a poster.
 
-    python -m mmgenre.benchmarks.explain --checkpoint checkpoints/cross_attention \\
+    python -m dashboard.benchmarks.explain --checkpoint checkpoints/cross_attention \\
         --data ../shared/mmimdb-lite --n 20 [--sanity] [--ig-steps 32] [--threads 2]
 
 Per movie it explains the default genres (predicted, else top 3) and reports:
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from mmgenre.data import MMIMDb, resolve_data_dir
     from mmgenre.explain import explain_prediction
-    from mmgenre.explain.faithfulness import randomisation_sanity
-    from mmgenre.predict import Predictor, prepare_inputs
+    from mmgenre.explain.sanity import randomisation_sanity
+    from mmgenre.inputs import prepare_inputs
+    from mmgenre.predict import Predictor
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """Load test of the served dashboard: N concurrent predictions through nginx, latency and memory.
 
-    python -m mmgenre.benchmarks.load [--checkpoints checkpoints] [--data DIR] [--requests 50]
+    python -m dashboard.benchmarks.load [--checkpoints checkpoints] [--data DIR] [--requests 50]
         [--model NAME] [--plot-only] [--threads N] [--timeout 900]
 
 Starts ``python -m dashboard.serve`` on free ports of 127.0.0.1 (nginx in front of Streamlit and
@@ -183,7 +183,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mmgenre.benchmarks.load", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m dashboard.benchmarks.load", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
     p.add_argument("--data", default=os.environ.get("MMGENRE_DATA") or None,
                    help="MM-IMDb folder for test posters and plots (default $MMGENRE_DATA; else generated)")
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gradio_client import Client
 
-    from dashboard.gradio_app import preferred_model
+    from dashboard.core import preferred_model
     from dashboard.serve import find_nginx, free_port
     from mmgenre.analysis import available_checkpoints
 
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print("nginx is not installed: apt-get install -y nginx", file=sys.stderr)
         return 2
     models = available_checkpoints(args.checkpoints)
-    model = args.model or preferred_model(models)
+    model = args.model or preferred_model(models, Path(args.checkpoints))
     if model not in models:
         print(f"no checkpoint {model!r} in {args.checkpoints} (have {models})", file=sys.stderr)
         return 2

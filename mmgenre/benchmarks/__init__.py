@@ -1,1 +1,0 @@
-"""Benchmark scripts (run with python -m mmgenre.benchmarks.<name>); they print figures, they are not tests."""

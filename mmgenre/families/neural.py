@@ -1,0 +1,139 @@
+"""``NeuralModel``: a genre head (``mmgenre.heads``) over frozen encoders; every registered head.
+
+Trained on cached encoder features (``fit``), run on live encoder outputs at prediction and
+explanation time; the checkpoint holds the head's weights and config, and names the encoders.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+
+import numpy as np
+import torch
+
+from mmgenre.batching import build_table, live_batch, predict_table
+from mmgenre.encoders import build_encoder
+from mmgenre.errors import InputError
+from mmgenre.explain.faithfulness import randomize_head
+from mmgenre.explain.neural import NeuralExplainer
+from mmgenre.families.base import Model
+from mmgenre.genres import GENRES
+from mmgenre.heads import HEADS, build_head
+from mmgenre.heads.base import Head
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_encoder(kind: str, name: str, weights: str | None, pretrained: bool):
+    # Encoders are frozen and stateless at inference, so checkpoints that use the same one share it.
+    return build_encoder(kind, name, weights=weights, pretrained=pretrained)
+
+
+class NeuralModel(Model):
+    """``head`` over ``encoders`` ({kind: encoder}); ``max_tokens``: the head's plot-token window."""
+
+    def __init__(self, head: Head, encoders: dict, max_tokens: int | None):
+        self.head, self.encoders, self.max_tokens = head, encoders, max_tokens
+        self.name = head.name
+
+    @classmethod
+    def modalities_of(cls, name: str) -> tuple[str, ...]:
+        return HEADS[name].modalities
+
+    # -- training and storage ----------------------------------------------------------------
+    @classmethod
+    def fit(cls, name, movies, features, labels, trainer):
+        head_cls = HEADS[name]
+        max_tokens = trainer.max_tokens or head_cls.default_max_tokens
+        tables = {s: build_table(features, [m.imdb_id for m in ms], sequences=head_cls.uses_sequences,
+                                 max_tokens=max_tokens) for s, ms in movies.items()}
+        head, history = trainer.fit_head(name, tables["train"], labels["train"], tables["dev"], labels["dev"])
+        model = cls(head, {}, max_tokens)
+        return model, {s: predict_table(head, t) for s, t in tables.items()}, history
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        weights = {k: v.detach().cpu().numpy() for k, v in self.head.state_dict().items()}
+        return weights, {"name": self.name, "dims": dict(self.head.dims), "n_genres": self.head.n_genres,
+                         "hparams": self.head.hparams(), "uses_sequences": self.head.uses_sequences,
+                         "max_tokens": self.max_tokens}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt, *, encoders=None):
+        head = _build_head(ckpt)
+        built = dict(encoders or {})
+        for kind in cls.encoder_kinds_of(ckpt.model):
+            if kind not in built:
+                info = ckpt.config.get("encoders", {}).get(kind)
+                if info is None:
+                    raise InputError(f"checkpoint {ckpt.path}: config names no {kind} encoder")
+                weights = info.get("weights")
+                if weights is not None and not isinstance(weights, str):
+                    raise InputError(f"checkpoint {ckpt.path}: encoder {kind!r} 'weights' must be a path string")
+                built[kind] = _shared_encoder(kind, info["name"], weights, bool(info.get("pretrained", True)))
+        return cls(head, built, ckpt.config["head"].get("max_tokens"))
+
+    # -- one movie -------------------------------------------------------------------------
+    def probabilities(self, inputs) -> np.ndarray:
+        with torch.no_grad():
+            return torch.sigmoid(self.head(live_batch(self.encoders, inputs, self.max_tokens)).logits)[0].numpy()
+
+    def explanation(self, inputs, options):
+        explainer = NeuralExplainer(self.head, self.encoders, self.max_tokens, inputs, options)
+        return explainer.probabilities, explainer.stages()
+
+    def randomized(self, seed: int) -> "NeuralModel":
+        clone = copy.copy(self)
+        clone.head = randomize_head(self.head, seed)
+        return clone
+
+
+# Checkpoints written before the batch schema named the detector modality after its encoder kind
+# call it "det" (in the head's dims and its ModuleDict weight names).
+_LEGACY_MODALITIES = {"det": "detector"}
+
+
+def _upgrade_legacy(head_cfg: dict, weights: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
+    dims = head_cfg.get("dims")
+    if not isinstance(dims, dict) or not set(dims) & set(_LEGACY_MODALITIES):
+        return head_cfg, weights
+    rename = lambda key: ".".join(_LEGACY_MODALITIES.get(part, part) for part in key.split("."))  # noqa: E731
+    dims = {_LEGACY_MODALITIES.get(m, m): d for m, d in dims.items()}
+    return {**head_cfg, "dims": dims}, {rename(k): v for k, v in weights.items()}
+
+
+def _build_head(ckpt) -> Head:
+    """The checkpoint's head with its weights loaded; InputError for any config/weights mismatch.
+
+    The head is first built on the meta device (nothing allocated) and its parameter shapes are
+    compared with the weights file, so a crafted config (say ``hidden: 10**9``) cannot make us
+    allocate terabytes; the real head is then no bigger than the weights file.
+    """
+    path = ckpt.path
+    head_cfg = ckpt.config.get("head")
+    if not isinstance(head_cfg, dict) or not isinstance(head_cfg.get("hparams", {}), dict):
+        raise InputError(f"checkpoint {path}: its head config is incomplete or wrong (expected an object "
+                         "with 'dims' and 'hparams')")
+    head_cfg, weights = _upgrade_legacy(head_cfg, ckpt.weights)
+
+    def build():
+        return build_head(ckpt.model, head_cfg["dims"], head_cfg.get("n_genres", len(GENRES)),
+                          **head_cfg.get("hparams", {}))
+
+    try:
+        with torch.device("meta"):
+            probe = build()
+    except InputError as exc:
+        raise InputError(f"checkpoint {path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, ArithmeticError, RuntimeError, NotImplementedError) as exc:
+        raise InputError(f"checkpoint {path}: its head config is incomplete or wrong ({exc!r})") from None
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    if expected != found:
+        missing = sorted(set(expected) - set(found))[:3]
+        unexpected = sorted(set(found) - set(expected))[:3]
+        shapes = [f"{k}: {found[k]} vs {expected[k]}" for k in sorted(set(expected) & set(found))
+                  if found[k] != expected[k]][:3]
+        raise InputError(f"checkpoint {path}: weights do not match the model in its config "
+                         f"(missing {missing}, unexpected {unexpected}, shape file vs config {shapes})")
+    head = build()
+    head.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()}, strict=True)
+    return head.eval()
