@@ -8,13 +8,14 @@ answer, prints the URL, and stops every child on Ctrl-C / SIGTERM / SIGHUP (or w
 dies).
 
 Stopping is idempotent and signal-safe: the signal handlers only record the request (they never
-raise), the loops poll it, and :meth:`Server.stop` runs with those signals blocked, so a second
-Ctrl-C cannot cut the clean-up short. Each child is also told by the kernel to die with serve
-(``PR_SET_PDEATHSIG``): even a ``kill -9`` of serve leaves no server holding the ports.
+raise), the loops poll it, and :meth:`Server.stop` holds those signals back until it is done,
+so a second Ctrl-C cannot cut the clean-up short. Each child is also told by the kernel to die
+with serve (``PR_SET_PDEATHSIG``): even a ``kill -9`` of serve leaves no server holding the ports.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -24,9 +25,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,11 +272,10 @@ class Server:
 
     def stop(self, grace: float = 8.0) -> None:
         """Stop every child (SIGTERM, then SIGKILL after ``grace`` s) and remove the temp folder.
-        Idempotent; runs with SIGINT/SIGTERM/SIGHUP blocked (delivered after it returns)."""
+        Idempotent; SIGINT/SIGTERM/SIGHUP arriving meanwhile are held back (see signals_held)."""
         if self._stopped:
             return
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
+        with signals_held(STOP_SIGNALS):
             for c in reversed(self.children):  # the proxy first, then the apps
                 c.stop(signal.SIGTERM)
             deadline = time.monotonic() + grace
@@ -292,8 +294,26 @@ class Server:
                 c.stop(signal.SIGKILL)
             shutil.rmtree(self.tmp, ignore_errors=True)
             self._stopped = True
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+@contextlib.contextmanager
+def signals_held(signals) -> Iterator[None]:
+    """Within the block ``signals`` are only recorded; afterwards the previous handlers are back
+    and each recorded signal is raised once more (a Ctrl-C during clean-up still interrupts the
+    caller, after the clean-up). Python runs handlers in the main thread, so swapping them there
+    holds back signals whichever thread the kernel delivers them to; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(got):
+            signal.raise_signal(sig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         if server.stop_signal is not None:
             print("stopping ...", file=sys.stderr, flush=True)
         server.stop()
+        # Done: more Ctrl-C presses must not kill the exiting interpreter (whose finalisation
+        # would restore the default handlers) and turn a clean stop into "killed by SIGINT".
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
     return code
 
 
