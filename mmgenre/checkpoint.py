@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save as save_numpy_bytes
 
@@ -37,6 +37,9 @@ from .genres import GENRES
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# Fine-tuned checkpoints only: the tuned encoder part (mmgenre.tuning), keyed "<kind>.<key>"; its
+# metadata names the base encoder of each kind it was tuned on.
+ENCODERS_FILE = "encoders.safetensors"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 MAX_CONFIG_BYTES = 2 * 2**20
@@ -99,6 +102,25 @@ class Checkpoint:
     def thresholds(self) -> np.ndarray:
         return np.asarray(self.config["thresholds"], dtype=np.float32)
 
+    def encoder_tensors(self) -> dict[str, np.ndarray]:
+        """The tuned encoder tensors of a fine-tuned checkpoint ({} for a frozen one); read on demand."""
+        return self._encoders_file()[0]
+
+    def encoder_bases(self) -> dict[str, str]:
+        """{kind: base encoder name} the tensors of :meth:`encoder_tensors` were tuned on."""
+        return self._encoders_file()[1]
+
+    def _encoders_file(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        f = self.path / ENCODERS_FILE
+        if not f.is_file():
+            return {}, {}
+        try:
+            with safe_open(str(f), framework="np") as handle:
+                bases = dict(handle.metadata() or {})
+            return load_numpy(str(f)), bases
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"{f} is not a readable safetensors file: {exc}") from None
+
     def predictions(self) -> pd.DataFrame | None:
         f = self.path / PREDICTIONS_FILE
         return pd.read_csv(f, dtype={"imdb_id": str}) if f.exists() else None
@@ -106,8 +128,12 @@ class Checkpoint:
 
 def save_checkpoint(out_dir: str | Path, *, weights: dict[str, np.ndarray], config: dict,
                     metrics: dict | None = None, predictions: pd.DataFrame | None = None,
-                    extra_files: dict[str, str] | None = None) -> Path:
-    """Write a whole checkpoint folder atomically (staged in a sibling temp folder, then swapped)."""
+                    extra_files: dict[str, str] | None = None,
+                    encoder_tensors: dict | None = None) -> Path:
+    """Write a whole checkpoint folder atomically (staged in a sibling temp folder, then swapped).
+
+    ``encoder_tensors`` (numpy arrays or torch tensors, from ``mmgenre.tuning.tuned_tensors``) go to
+    ``encoders.safetensors``, with the base encoder names from ``config["encoders"]`` as metadata."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     config = portable(config)
@@ -127,6 +153,12 @@ def save_checkpoint(out_dir: str | Path, *, weights: dict[str, np.ndarray], conf
         atomic.write_text(staging / PREDICTIONS_FILE, predictions.to_csv(index=False, float_format="%.5f"))
     for name, text in (extra_files or {}).items():
         atomic.write_text(staging / name, text)
+    if encoder_tensors:
+        tuned = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+                 for k, v in encoder_tensors.items()}
+        bases = {kind: str(config.get("encoders", {}).get(kind, {}).get("name"))
+                 for kind in sorted({k.partition(".")[0] for k in tuned})}
+        atomic.write_bytes(staging / ENCODERS_FILE, save_numpy_bytes(tuned, metadata=bases))
     atomic.replace_dir(staging, out_dir)
     return out_dir
 

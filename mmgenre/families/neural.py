@@ -1,7 +1,9 @@
-"""``NeuralModel``: a genre head (``mmgenre.heads``) over frozen encoders; every registered head.
+"""``NeuralModel``: a genre head (``mmgenre.heads``) over its encoders; every registered head.
 
 Trained on cached encoder features (``fit``), run on live encoder outputs at prediction and
 explanation time; the checkpoint holds the head's weights and config, and names the encoders.
+A fine-tuned checkpoint (``config["tuning"]``, ``encoders.safetensors``; see ``mmgenre.tuning``)
+gets private encoders rebuilt from their base with the tuned weights; frozen ones are shared.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from mmgenre.families.base import Model
 from mmgenre.genres import GENRES
 from mmgenre.heads import HEADS, build_head
 from mmgenre.heads.base import Head
+from mmgenre.tuning import FROZEN, TuningSpec, restore_tuned
 
 
 @functools.lru_cache(maxsize=8)
@@ -59,16 +62,27 @@ class NeuralModel(Model):
     @classmethod
     def from_checkpoint(cls, ckpt, *, encoders=None):
         head = _build_head(ckpt)
+        spec, tensors = _tuning_of(ckpt)
+        tuned = sorted({key.partition(".")[0] for key in tensors})
         built = dict(encoders or {})
         for kind in cls.encoder_kinds_of(ckpt.model):
-            if kind not in built:
-                info = ckpt.config.get("encoders", {}).get(kind)
-                if info is None:
-                    raise InputError(f"checkpoint {ckpt.path}: config names no {kind} encoder")
-                weights = info.get("weights")
-                if weights is not None and not isinstance(weights, str):
-                    raise InputError(f"checkpoint {ckpt.path}: encoder {kind!r} 'weights' must be a path string")
+            info = ckpt.config.get("encoders", {}).get(kind)
+            if kind in tuned:
+                # A tuned encoder is this checkpoint's own: a private copy (of a given one, or freshly
+                # built from its base), never one of the encoders shared by frozen checkpoints.
+                built[kind] = _tuned_base(ckpt, kind, info, built.get(kind))
+            elif kind not in built:
+                weights = _check_info(ckpt, kind, info)
                 built[kind] = _shared_encoder(kind, info["name"], weights, bool(info.get("pretrained", True)))
+        if tensors:
+            missing = sorted(set(tuned) - set(built))
+            if missing:
+                raise InputError(f"checkpoint {ckpt.path}: its encoders.safetensors tunes a {missing[0]} encoder "
+                                 f"that the model {ckpt.model} does not read")
+            try:
+                restore_tuned({k: built[k] for k in tuned}, spec, {k: torch.from_numpy(v) for k, v in tensors.items()})
+            except InputError as exc:
+                raise InputError(f"checkpoint {ckpt.path}: {exc}") from None
         return cls(head, built, ckpt.config["head"].get("max_tokens"))
 
     # -- one movie -------------------------------------------------------------------------
@@ -84,6 +98,49 @@ class NeuralModel(Model):
         clone = copy.copy(self)
         clone.head = randomize_head(self.head, seed)
         return clone
+
+
+ENCODERS_FILE = "encoders.safetensors"  # mmgenre.checkpoint.ENCODERS_FILE (importing it would be a cycle)
+
+
+def _check_info(ckpt, kind: str, info) -> str | None:
+    """``info`` (``config["encoders"][kind]``) is usable; returns its weights path, if any."""
+    if info is None:
+        raise InputError(f"checkpoint {ckpt.path}: config names no {kind} encoder")
+    weights = info.get("weights")
+    if weights is not None and not isinstance(weights, str):
+        raise InputError(f"checkpoint {ckpt.path}: encoder {kind!r} 'weights' must be a path string")
+    return weights
+
+
+def _tuning_of(ckpt) -> tuple[TuningSpec, dict[str, np.ndarray]]:
+    """The checkpoint's tuning spec (frozen when its config has none: older checkpoints) and its
+    tuned encoder tensors; InputError when the two disagree."""
+    try:
+        spec = TuningSpec.from_dict(ckpt.config["tuning"]) if "tuning" in ckpt.config else FROZEN
+    except InputError as exc:
+        raise InputError(f"checkpoint {ckpt.path}: its 'tuning' config is wrong: {exc}") from None
+    tensors = ckpt.encoder_tensors()
+    if spec.mode == "frozen" and tensors:
+        raise InputError(f"checkpoint {ckpt.path}: it has {ENCODERS_FILE} but its config says the encoders "
+                         "were not tuned")
+    if spec.mode != "frozen" and not tensors:
+        raise InputError(f"checkpoint {ckpt.path}: its config says the encoders were tuned ({spec.mode}) but "
+                         f"it has no {ENCODERS_FILE} with the tuned weights")
+    return spec, tensors
+
+
+def _tuned_base(ckpt, kind: str, info, given):
+    """A fresh base encoder for the tuned ``kind``: a copy of ``given`` or built from the config."""
+    weights = _check_info(ckpt, kind, info)
+    base = ckpt.encoder_bases().get(kind)
+    name = getattr(given, "name", None) if given is not None else info["name"]
+    if base is not None and name != base:
+        raise InputError(f"checkpoint {ckpt.path}: a checkpoint tuned on another encoder: its {kind} encoder "
+                         f"was tuned on {base!r}, not {name!r}")
+    if given is not None:
+        return copy.deepcopy(given)
+    return build_encoder(kind, info["name"], weights=weights, pretrained=bool(info.get("pretrained", True)))
 
 
 # Checkpoints written before the batch schema named the detector modality after its encoder kind
