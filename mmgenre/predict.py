@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,15 @@ from mmgenre.families.base import Model
 from mmgenre.genres import GENRES
 from mmgenre.inputs import Inputs, prepare_inputs
 from mmgenre.models import load_model, model_modalities
+from mmgenre.scheduling import ServiceLock
 from mmgenre.schema import SOURCE
 
 __all__ = ["Inputs", "Predictor", "prepare_inputs"]  # Inputs / prepare_inputs: from mmgenre.inputs
 
 # torch modules are not re-entrant across threads, and predictors share encoders, on which
-# explanations register hooks: one lock for all of them.
-_MODELS_LOCK = threading.RLock()
+# explanations register hooks: one lock for all of them, held per stage and granted to the
+# request that has used the models least (mmgenre.scheduling).
+_MODELS_LOCK = ServiceLock()
 
 
 class Predictor:
@@ -51,7 +52,7 @@ class Predictor:
         return any(SOURCE[m] == source for m in self.modalities)
 
     def probabilities(self, inputs: Inputs) -> np.ndarray:
-        with self._lock:
+        with self._lock.hold():
             return self.model.probabilities(inputs)
 
     def check_modalities(self, inputs: Inputs) -> None:

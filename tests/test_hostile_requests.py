@@ -1,7 +1,7 @@
 """Heavy and hostile requests (issue 13): bounded posters through Predictor.explain, a bounded
 Gradio queue that answers "busy" when full, time-budgeted explanations, error messages without
 server paths or HTML entities (through gradio_client), nginx's per-client limits, and memory
-given back after heavy requests. Nothing here is timed; speed is in dashboard/bench_hostile.py.
+given back after heavy requests. Nothing here is timed; speed is in dashboard/benchmarks/hostile.py.
 """
 from __future__ import annotations
 

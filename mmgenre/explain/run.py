@@ -26,6 +26,7 @@ from mmgenre.errors import EncoderUnavailableError, InputError
 from mmgenre.explain.explanation import Explanation
 from mmgenre.genres import GENRE_INDEX, GENRES, normalize_genre
 from mmgenre.inputs import Inputs
+from mmgenre.scheduling import Account
 
 __all__ = ["ExplainOptions", "Stage", "choose_genres", "detect_objects", "explain_prediction"]
 
@@ -130,40 +131,48 @@ def explain_prediction(predictor, inputs: Inputs, genres=None, *, ig_steps: int 
     def over() -> bool:
         return deadline is not None and deadline.expired
 
-    with predictor._lock:
-        with timer.part("forward"):
-            probs, stages = predictor.model.explanation(inputs, options)
-            prediction = predictor.format(probs, inputs)
-            targets = choose_genres(genres, probs, prediction["predicted"])
-        exp = Explanation.start(predictor.name, prediction, inputs.poster, targets)
-        per_genre = [s for s in stages if s.per_genre]
-        # a deadline that can expire: the first genre first, so a late request still explains one
-        split = deadline is not None and not math.isinf(deadline.remaining) and len(targets) > 1
-        done = targets[:1] if split else targets
-        for stage in per_genre:
-            with timer.part(stage.name):
-                stage.run(exp, done)
-        if split:
-            if over():
-                cut.append("extra_genres")
-            else:
-                for stage in per_genre:
-                    with timer.part(stage.name):
-                        stage.run(exp, targets[1:])
-                done = targets
-        exp.genres = [GENRES[t] for t in done]
-        for stage in stages:
-            if stage.per_genre:
-                continue
-            if stage.optional and over():
-                cut.append(stage.optional)
-                continue
-            with timer.part(stage.name):
-                stage.run(exp, done)
+    # The models are shared: each stage holds the lock on its own, so a request that has had
+    # less model time can run between two stages of this one (mmgenre.scheduling).
+    account = Account()
+
+    @contextlib.contextmanager
+    def step(name: str):
+        with predictor._lock.hold(account), timer.part(name):  # stage timings exclude the wait
+            yield
+
+    with step("forward"):
+        probs, stages = predictor.model.explanation(inputs, options)
+        prediction = predictor.format(probs, inputs)
+        targets = choose_genres(genres, probs, prediction["predicted"])
+    exp = Explanation.start(predictor.name, prediction, inputs.poster, targets)
+    per_genre = [s for s in stages if s.per_genre]
+    # a deadline that can expire: the first genre first, so a late request still explains one
+    split = deadline is not None and not math.isinf(deadline.remaining) and len(targets) > 1
+    done = targets[:1] if split else targets
+    for stage in per_genre:
+        with step(stage.name):
+            stage.run(exp, done)
+    if split:
+        if over():
+            cut.append("extra_genres")
+        else:
+            for stage in per_genre:
+                with step(stage.name):
+                    stage.run(exp, targets[1:])
+            done = targets
+    exp.genres = [GENRES[t] for t in done]
+    for stage in stages:
+        if stage.per_genre:
+            continue
+        if stage.optional and over():
+            cut.append(stage.optional)
+            continue
+        with step(stage.name):
+            stage.run(exp, done)
     if over():
         cut.append("objects")
     else:
-        with timer.part("objects"):
+        with step("objects"):
             exp.objects = detect_objects(predictor.encoders, inputs.poster)
     timer.timings["total"] = time.perf_counter() - t0
     exp.timings, exp.cut_short = timer.timings, cut

@@ -1,6 +1,6 @@
 """Hostile-load benchmark: the served dashboard (nginx in front of Gradio) against the hostile mix.
 
-    python -m dashboard.bench_hostile [--checkpoints checkpoints] [--model NAME] [--data DIR]
+    python -m dashboard.benchmarks.hostile [--checkpoints checkpoints] [--model NAME] [--data DIR]
         [--normal 12] [--timeout 600]
 
 Starts ``python -m dashboard.serve`` on free ports of 127.0.0.1 and plays visitors over raw HTTP
@@ -30,16 +30,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))           # the hostile corpus (tests/hostile.py)
 
-try:  # the load benchmark's server / memory helpers, wherever the move out of mmgenre put them
-    from benchmarks.load import MemorySampler, pct, request_inputs, start_server, stop_server, wait_until_up
-except ImportError:
-    from dashboard.benchmarks.load import (MemorySampler, pct, request_inputs, start_server, stop_server,
-                                         wait_until_up)
+from dashboard.benchmarks.load import (MemorySampler, pct, request_inputs, start_server, stop_server,  # noqa: E402
+                                       wait_until_up)
 
 GB = 2**30
 HOSTILE_NAME = "big-1bit.png"
@@ -224,7 +221,7 @@ def report(out: dict, sampler: MemorySampler) -> bool:
 def main(argv: list[str] | None = None) -> int:
     import os
 
-    p = argparse.ArgumentParser(prog="python -m dashboard.bench_hostile", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m dashboard.benchmarks.hostile", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
     p.add_argument("--model", default=None, help="checkpoint to call (default: the demo's default)")
     p.add_argument("--data", default=os.environ.get("MMGENRE_DATA") or None,
