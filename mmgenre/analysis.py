@@ -169,6 +169,19 @@ def read_config(checkpoint: str | Path) -> dict:
     return data
 
 
+def training_protocols(checkpoints: str | Path, models: Sequence[str]) -> list[str]:
+    """The protocols (``train.protocol`` in each config) under which ``models`` tuned their
+    thresholds, distinct, in order of appearance; a config without one counts as "unknown"."""
+    found: list[str] = []
+    for m in models:
+        train = read_config(Path(checkpoints) / m).get("train")
+        protocol = train.get("protocol") if isinstance(train, dict) else None
+        name = protocol if isinstance(protocol, str) else "unknown"
+        if name not in found:
+            found.append(name)
+    return found
+
+
 def read_thresholds(checkpoint: str | Path) -> np.ndarray:
     """(23,) tuned thresholds stored in the checkpoint's config."""
     thr = read_config(checkpoint).get("thresholds")

@@ -126,6 +126,18 @@ def test_available_checkpoints_follow_registry_order(two_models, tmp_path):
     assert A.available_checkpoints(tmp_path / "nowhere") == []
 
 
+def test_training_protocols_come_from_each_config():
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints"
+    assert A.training_protocols(shipped, A.available_checkpoints(shipped)) == ["train-holdout"]
+
+
+def test_training_protocols_are_distinct_and_unknown_without_one(two_models):
+    config = json.loads((two_models / "gmu" / "config.json").read_text())
+    config["train"] = {"protocol": "official"}
+    (two_models / "gmu" / "config.json").write_text(json.dumps(config))
+    assert A.training_protocols(two_models, ["gmu", "text_only", "gmu"]) == ["official", "unknown"]
+
+
 def test_read_predictions_checks_columns(two_models, tmp_path):
     pred = A.read_predictions(two_models / "gmu")
     assert pred["imdb_id"].tolist()[0] == "0000001"  # leading zeros kept

@@ -29,8 +29,10 @@ with loaders.guard():
                 "the **Checkpoints folder** in the sidebar.")
         st.stop()
     board = board[board["model"].isin(names)].reset_index(drop=True)
+    protocols = ", ".join(f"`{p}`" for p in A.training_protocols(s.checkpoints, list(board["model"])))
     st.caption(f"Test-split figures of {len(board)} models in {loaders.md_escape(s.checkpoints)}; "
-               "thresholds were tuned per genre on dev. Click a column header to sort.")
+               f"per-genre thresholds were tuned under the {protocols} protocol (see README). "
+               "Click a column header to sort.")
 
     st.subheader("Leaderboard")
     number = {c: st.column_config.NumberColumn(format="%.4f") for c in board.columns
