@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import re
-import shutil
 import stat
 import struct
 from pathlib import Path

@@ -35,8 +35,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))           # the hostile corpus (tests/hostile.py)
 
-from dashboard.benchmarks.load import (MemorySampler, pct, request_inputs, start_server, stop_server,  # noqa: E402
-                                       wait_until_up)
+from dashboard.benchmarks.load import (MemorySampler, pct, request_inputs, served_model,  # noqa: E402
+                                       start_server, stop_server, wait_until_up)
 
 GB = 2**30
 HOSTILE_NAME = "big-1bit.png"
@@ -235,17 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 2 <= args.normal <= 50:
         p.error("--normal must be in [2, 50]")
 
-    from dashboard.gradio_app import preferred_model
-    from dashboard.serve import find_nginx, free_port
-    from mmgenre.analysis import available_checkpoints
+    from dashboard.serve import free_port
 
-    if find_nginx() is None:
-        print("nginx is not installed: apt-get install -y nginx", file=sys.stderr)
-        return 2
-    models = available_checkpoints(args.checkpoints)
-    model = args.model or preferred_model(models, Path(args.checkpoints))
-    if model not in models:
-        print(f"no checkpoint {model!r} in {args.checkpoints} (have {models})", file=sys.stderr)
+    model = served_model(args.checkpoints, args.model)
+    if model is None:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="mmgenre-bench-hostile-"))
     poster_path, plot = request_inputs(args.data, 1, tmp)[0]

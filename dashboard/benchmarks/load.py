@@ -135,6 +135,24 @@ def wait_until_up(proc: subprocess.Popen, log: Path, deadline: float) -> None:
         time.sleep(0.5)
 
 
+def served_model(checkpoints: str, model: str | None) -> str | None:
+    """The checkpoint a benchmark calls (``model`` or the demo's default), or None after saying
+    on stderr why the benchmark cannot run (no nginx, no such checkpoint)."""
+    from dashboard.core import preferred_model
+    from dashboard.serve import find_nginx
+    from mmgenre.analysis import available_checkpoints
+
+    if find_nginx() is None:
+        print("nginx is not installed: apt-get install -y nginx", file=sys.stderr)
+        return None
+    models = available_checkpoints(checkpoints)
+    model = model or preferred_model(models, Path(checkpoints))
+    if model not in models:
+        print(f"no checkpoint {model!r} in {checkpoints} (have {models})", file=sys.stderr)
+        return None
+    return model
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     """SIGTERM to the server's own process group (serve stops its children), SIGKILL if stuck."""
     if proc.poll() is None:
@@ -199,17 +217,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from gradio_client import Client
 
-    from dashboard.core import preferred_model
-    from dashboard.serve import find_nginx, free_port
-    from mmgenre.analysis import available_checkpoints
+    from dashboard.serve import free_port
 
-    if find_nginx() is None:
-        print("nginx is not installed: apt-get install -y nginx", file=sys.stderr)
-        return 2
-    models = available_checkpoints(args.checkpoints)
-    model = args.model or preferred_model(models, Path(args.checkpoints))
-    if model not in models:
-        print(f"no checkpoint {model!r} in {args.checkpoints} (have {models})", file=sys.stderr)
+    model = served_model(args.checkpoints, args.model)
+    if model is None:
         return 2
     deadline = time.monotonic() + args.timeout
     tmp = Path(tempfile.mkdtemp(prefix="mmgenre-load-"))
