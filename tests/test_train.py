@@ -133,8 +133,11 @@ def test_finetune_trains_encoders_end_to_end(tiny_data, tmp_path):
     ckpt = load_checkpoint(res.path)
     assert set(ckpt.config["encoders"]) == {"text", "image", "detector"}
     assert ckpt.config["head"]["dims"] == {"text": 32, "image": encoders["image"].dim, "detector": encoders["detector"].dim}
-    assert any(k.startswith("encoder.text.") for k in ckpt.weights) and any(k.startswith("encoder.image.") for k in ckpt.weights)
-    assert not any(k.startswith("encoder.detector") for k in ckpt.weights)  # the detector stays fixed
+    assert ckpt.config["tuning"]["mode"] == "full" and ckpt.config["train"]["finetune"]
+    assert not any(k.startswith("encoder.") for k in ckpt.weights)         # model.safetensors: the head only
+    tuned = ckpt.encoder_tensors()                                         # encoders.safetensors: fp16 weights
+    assert {k.partition(".")[0] for k in tuned} == {"text", "image"}       # the detector stays fixed
+    assert all(v.dtype == np.float16 for v in tuned.values() if v.dtype.kind == "f")
     after = encoders["text"].state_dict()
     assert any(not torch.equal(after[k], v) for k, v in before.items())   # the text encoder trained
     assert 0 <= res.metrics["test"]["micro_f1"] <= 1

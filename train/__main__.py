@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 import time
-from dataclasses import fields
 
 from mmgenre.checkpoint import load_checkpoint
 from mmgenre.encoders import list_encoders
@@ -14,7 +13,7 @@ from mmgenre.errors import EncoderUnavailableError, InputError
 from mmgenre.leaderboard import write_leaderboard
 from mmgenre.models import list_models
 
-from .config import PROTOCOLS, TrainConfig
+from .config import DEVICES, MIXED_PRECISION, PROTOCOLS, TRACKERS, TrainConfig, build_configs
 
 QUICK_MODEL = "gmu"
 
@@ -74,12 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cv-split", default=d.cv_split)
     p.add_argument("--n-boot", type=COUNT, default=d.n_boot)
     p.add_argument("--quick", action="store_true", help=f"3 epochs of {QUICK_MODEL} only (a quick demo)")
+    p.add_argument("--modality-dropout", type=FRACTION, default=d.modality_dropout)
     p.add_argument("--finetune", action="store_true", help="end-to-end fine-tuning of the encoders (use a GPU)")
-    p.add_argument("--device", default=d.device)
+    p.add_argument("--lora", type=int, metavar="R", help="fine-tune with LoRA adapters of rank R (implies --finetune)")
+    p.add_argument("--lora-targets", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                   metavar="A,B", help="modules LoRA wraps (bare: text encoder; image:NAME: image encoder)")
+    p.add_argument("--tune-layers", type=int, metavar="N",
+                   help="fine-tune only the encoders' last N blocks (implies --finetune)")
+    p.add_argument("--device", default=d.device, choices=DEVICES)
+    p.add_argument("--mixed-precision", default=d.mixed_precision, choices=MIXED_PRECISION,
+                   help="autocast through Accelerate (bf16 also on CPU)")
+    p.add_argument("--grad-accum", type=POSITIVE_INT, default=d.grad_accum, metavar="N",
+                   help="step the optimiser every N batches")
+    p.add_argument("--track", choices=TRACKERS, help="log runs to MLflow's local store (off by default)")
+    p.add_argument("--track-uri", help="MLflow store: a folder or file: URI (default ./mlruns)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable movies, listing them, instead of stopping")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true",
-                   help="retrain models whose checkpoint in --out already matches this config and data")
+                   help="retrain models whose checkpoint in --out already matches this config and data, "
+                        "and discard a killed run's state of another config")
     return p
 
 
@@ -88,32 +100,41 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         models = [QUICK_MODEL] if args.quick else parse_models(args.models)
-        known = {f.name for f in fields(TrainConfig)}
-        base = {k: v for k, v in vars(args).items() if k in known and v is not None}
-        base["progress"] = not args.no_progress
-        if args.quick:
-            base["epochs"] = 3
-        from .cv import cross_validate
+        options = {**vars(args), "progress": not args.no_progress, "epochs": 3 if args.quick else args.epochs}
+        configs = build_configs(options, models)
         from .loop import fit, load_dataset
+        from .cv import cross_validate
         from .resume import EpochState, checkpoint_is_current
-        ds = load_dataset(TrainConfig(**{**base, "model": models[0]}))
-        print(ds.report.summary(), file=sys.stderr)
-        for name in models:
-            cfg = TrainConfig(**{**base, "model": name})
+        from .runtime import check_world, process_state
+        from .tracking import check_tracking
+        for cfg in configs:   # every check that needs no data, before any is read
+            check_world(cfg)
+            check_tracking(cfg)
+            if cfg.finetune:
+                cfg.tuning()
+        main_process = process_state(configs[0]).is_main_process
+        ds = load_dataset(configs[0])
+        if main_process:
+            print(ds.report.summary(), file=sys.stderr)
+        for cfg in configs:
+            name = cfg.model
             t0 = time.perf_counter()
             skipped = False
             if args.cv:
                 res = cross_validate(cfg, ds)["out_of_fold"]
             elif not args.force and checkpoint_is_current(cfg.out, cfg, ds.fingerprint()):
-                print(f"{name}: {cfg.out}/{name} already holds this run (same config and data); "
-                      "skipped (--force retrains)", file=sys.stderr)
-                EpochState(cfg.out, cfg, ds.fingerprint()).clear()  # killed after the checkpoint
+                if main_process:
+                    print(f"{name}: {cfg.out}/{name} already holds this run (same config and data); "
+                          "skipped (--force retrains)", file=sys.stderr)
+                    EpochState(cfg.out, cfg, ds.fingerprint()).clear_if_this_run()  # killed after the checkpoint
                 res, skipped = load_checkpoint(f"{cfg.out}/{name}").metrics["test"], True
             else:
-                res = fit(cfg, ds).metrics["test"]
-            print(json.dumps({"model": name, "seconds": round(time.perf_counter() - t0, 1), "skipped": skipped,
-                              **{k: round(res[k], 4) for k in ("micro_f1", "macro_f1", "samples_f1", "map_macro")}}))
-        if not args.cv:
+                res = fit(cfg, ds, fresh=args.force).metrics["test"]
+            if main_process:
+                print(json.dumps({"model": name, "seconds": round(time.perf_counter() - t0, 1), "skipped": skipped,
+                                  **{k: round(res[k], 4) for k in ("micro_f1", "macro_f1", "samples_f1", "map_macro")}}),
+                      flush=True)
+        if not args.cv and main_process:
             print(f"leaderboard: {write_leaderboard(args.out)}", file=sys.stderr)
     except (InputError, EncoderUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,7 +19,9 @@ from mmgenre.models import model_family
 from mmgenre.splits import kfold_splits, stratified_resplit
 
 from .config import TrainConfig
-from .loop import HeadTrainer, encoder_names, load_dataset, load_features
+from .data import encoder_names, load_dataset, load_features
+from .heads import HeadTrainer
+from .runtime import make_accelerator
 
 
 def cross_validate(cfg: TrainConfig, ds: MMIMDb | None = None) -> dict:
@@ -34,13 +36,14 @@ def cross_validate(cfg: TrainConfig, ds: MMIMDb | None = None) -> dict:
     oof_pred = np.zeros_like(y_all)
     folds = []
     family = model_family(cfg.model)
+    acc = make_accelerator(cfg)  # one for every fold
     feats = load_features(ds, cfg, family.encoder_kinds_of(cfg.model))
     for k, (train_ids, val_ids) in enumerate(kfold_splits(ids, y_all, k=cfg.cv, seed=cfg.seed)):
         inner = stratified_resplit(train_ids, ds.labels(train_ids), seed=cfg.seed + k, fractions=(0.85, 0.15, 0.0))
         fit_ids, tune_ids = inner["train"], inner["dev"]
         parts = {"train": fit_ids, "dev": tune_ids, "val": val_ids}  # dev: early stopping and thresholds
         _, probs, _ = family.fit(cfg.model, {n: [ds[i] for i in s] for n, s in parts.items()}, feats,
-                                 {n: ds.labels(s) for n, s in parts.items()}, HeadTrainer(cfg))
+                                 {n: ds.labels(s) for n, s in parts.items()}, HeadTrainer(cfg, acc=acc))
         p_tune, p_val = probs["dev"], probs["val"]
         thr = M.tune_thresholds(ds.labels(tune_ids), p_tune)
         rows = [pos[i] for i in val_ids]
@@ -58,5 +61,7 @@ def cross_validate(cfg: TrainConfig, ds: MMIMDb | None = None) -> dict:
                "fold_mean": {k: float(np.mean([f[k] for f in folds])) for k in folds[0]},
                "fold_std": {k: float(np.std([f[k] for f in folds])) for k in folds[0]},
                "folds": folds, "seconds": time.perf_counter() - t0}
-    atomic.write_json(Path(cfg.out) / "cv" / f"{cfg.model}-{cfg.cv_split}-k{cfg.cv}.json", summary)
+    if acc.is_main_process:
+        atomic.write_json(Path(cfg.out) / "cv" / f"{cfg.model}-{cfg.cv_split}-k{cfg.cv}.json", summary)
+    acc.wait_for_everyone()
     return summary
