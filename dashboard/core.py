@@ -54,6 +54,15 @@ def default_checkpoints() -> Path:
     return Path(env(CHECKPOINTS_ENV_VAR) or REPO_ROOT / "checkpoints").expanduser()
 
 
+# The MLflow store of ``python -m train --track mlflow`` the Compare page lists runs from.
+MLRUNS_ENV_VAR = "MMGENRE_MLRUNS"
+
+
+def default_mlruns() -> Path:
+    """``$MMGENRE_MLRUNS``, else the repository's ``mlruns/`` (train's default ``--track-uri``)."""
+    return Path(env(MLRUNS_ENV_VAR) or REPO_ROOT / "mlruns").expanduser()
+
+
 def paths_locked() -> bool:
     return env(LOCK_PATHS_ENV_VAR) == "1"
 

@@ -9,7 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import loaders
+from dashboard import core, loaders
 from mmgenre import analysis as A
 from mmgenre.errors import InputError
 from mmgenre.genres import GENRES
@@ -17,6 +17,33 @@ from mmgenre.leaderboard import F1_KEYS
 from mmgenre.metrics import LEADERBOARD_KEYS, METRIC_KEYS
 
 DEFAULT_METRICS = ["micro_f1", "macro_f1", "samples_f1", "map_macro"]
+
+
+@st.cache_data(ttl=15, show_spinner=False)  # a run still training changes its store: re-read soon
+def _runs(store: str) -> pd.DataFrame:
+    from mmgenre.runs import read_runs
+    return read_runs(store)
+
+
+def tracked_runs() -> None:
+    """The runs of ``$MMGENRE_MLRUNS`` (``python -m train --track mlflow``); nothing without a store."""
+    from mmgenre.runs import is_store
+    store = core.default_mlruns()
+    if not is_store(store):
+        return
+    st.subheader("Tracked runs (MLflow)")
+    with loaders.guard():
+        runs = _runs(str(store))
+        if runs.empty:
+            st.info(f"No runs of the experiment `mmgenre` in {loaders.md_escape(store)}.")
+            return
+        metric = [c for c in runs.columns if c.startswith(("dev/", "test/"))]
+        st.dataframe(runs, hide_index=True, column_config={
+            **{c: st.column_config.NumberColumn(format="%.4f") for c in metric},
+            "train_seconds": st.column_config.NumberColumn("train s", format="%.0f"),
+            "start_time": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm")})
+        st.caption(f"{len(runs)} runs in {loaders.md_escape(store)}, newest first (set `{core.MLRUNS_ENV_VAR}` "
+                   "to read another store). `mlflow ui --backend-store-uri` on that folder shows their curves.")
 
 st.title("Compare models")
 s = loaders.settings()
@@ -27,6 +54,7 @@ with loaders.guard():
         st.info(f"No trained checkpoints in {loaders.md_escape(s.checkpoints)}. Train some with "
                 "`python -m train --data $MMGENRE_DATA --models all --out checkpoints/` or set "
                 "the **Checkpoints folder** in the sidebar.")
+        tracked_runs()
         st.stop()
     board = board[board["model"].isin(names)].reset_index(drop=True)
     protocols = ", ".join(f"`{p}`" for p in A.training_protocols(s.checkpoints, list(board["model"])))
@@ -163,3 +191,5 @@ with loaders.guard():
                      labels={"model": "", "value": pair_key})
         fig.update_layout(height=340, margin=dict(t=40, b=10))
         st.plotly_chart(fig)
+
+tracked_runs()
