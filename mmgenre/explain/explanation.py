@@ -36,6 +36,10 @@ class Explanation:
     # optional stages a deadline skipped, in order ("extra_genres", "ablation", "faithfulness",
     # "objects"); empty when the explanation is complete
     cut_short: list[str] = field(default_factory=list)
+    # how the word scores were computed: "fast" (IG at the text encoder output), "deep" (IG at the
+    # word embeddings); None without IG word scores (tf-idf). text_steps: IG steps used (most over genres)
+    text_method: str | None = None
+    text_steps: int | None = None
 
     @classmethod
     def start(cls, model: str, prediction: dict, poster, targets: list[int]) -> "Explanation":
@@ -49,6 +53,10 @@ class Explanation:
         self.words = list(wa.words)
         self.token_scores.update({GENRES[t]: wa.scores[i].astype(np.float32) for i, t in enumerate(targets)})
         self.ig_delta.update({GENRES[t]: float(wa.delta[i]) for i, t in enumerate(targets)})
+        method, steps = getattr(wa, "method", None), getattr(wa, "n_steps", 0)
+        if method is not None and len(targets):
+            self.text_method = method
+            self.text_steps = max(self.text_steps or 0, int(steps)) if steps else self.text_steps
 
     def to_dict(self, *, cam_side: int | None = 64, digits: int = 4) -> dict:
         """JSON-serialisable dict: arrays become lists rounded to ``digits``, non-finite -> None.
@@ -69,7 +77,7 @@ class Explanation:
                "poster_cam": cams, "words": self.words, "token_scores": self.token_scores,
                "ig_delta": self.ig_delta, "cross_attention": self.cross_attention, "modality": self.modality,
                "objects": self.objects, "faithfulness": self.faithfulness, "timings": self.timings,
-               "cut_short": self.cut_short}
+               "cut_short": self.cut_short, "text_method": self.text_method, "text_steps": self.text_steps}
         return _jsonable(out, digits)
 
 

@@ -2,7 +2,8 @@
 
 Forward: the movie's batch from the live encoders, then the head on three rows (as given, without
 the poster, without the plot). Stages: Grad-CAM on the poster (image encoder), Integrated
-Gradients on the plot (text encoder), the head's own extras (``Head.explain_extras``), the removal
+Gradients on the plot (text encoder; ``options.text_method``: at its output, or "deep" at the
+word embeddings), the head's own extras (``Head.explain_extras``), the removal
 table and the faithfulness tests. Each explainer sees one forward callable with the other
 modality held fixed.
 """
@@ -19,7 +20,7 @@ from mmgenre.explain.faithfulness import gradcam_deletion, ig_completeness
 from mmgenre.explain.gradcam import GradCam, PixelsToLogits, to_poster
 from mmgenre.explain.modality import ablation_batch, ablation_table
 from mmgenre.explain.run import ExplainOptions, Stage
-from mmgenre.explain.text_attr import IdsToLogits, WordIntegratedGradients
+from mmgenre.explain.text_attr import IdsToLogits, TokenIntegratedGradients, WordIntegratedGradients
 from mmgenre.genres import GENRES
 from mmgenre.inputs import Inputs
 
@@ -72,9 +73,14 @@ class NeuralExplainer:
         exp.poster_cam.update({GENRES[t]: to_poster(m, enc, poster.size) for t, m in zip(targets, maps)})
 
     def text_attribution(self, exp: Explanation, targets: list[int]) -> None:
-        forward = IdsToLogits(self.head, self.text, self.batch, self.max_tokens)
-        wa = WordIntegratedGradients(forward, self.text).attribute(self.inputs.plot, targets,
-                                                                   n_steps=self.options.ig_steps)
+        opts = self.options
+        if opts.text_method == "fast" and hasattr(self.text, "_features"):
+            wa = TokenIntegratedGradients(self.head, self.text, self.batch, self.max_tokens).attribute(
+                self.inputs.plot, targets, n_steps=opts.ig_steps, tol=opts.ig_tolerance)
+        else:  # "deep", or an encoder whose pooling the fast method cannot reach (the record says so)
+            forward = IdsToLogits(self.head, self.text, self.batch, self.max_tokens)
+            wa = WordIntegratedGradients(forward, self.text).attribute(self.inputs.plot, targets,
+                                                                       n_steps=opts.ig_steps)
         exp.attach_words(wa, targets)
         self.words = wa
         for i, t in enumerate(targets):

@@ -24,6 +24,7 @@ from mmgenre.budget import Deadline
 from mmgenre.encoders import build_encoder, default_encoder
 from mmgenre.errors import EncoderUnavailableError, InputError
 from mmgenre.explain.explanation import Explanation
+from mmgenre.explain.text_attr import TEXT_METHODS
 from mmgenre.genres import GENRE_INDEX, GENRES, normalize_genre
 from mmgenre.inputs import Inputs
 from mmgenre.scheduling import Account
@@ -33,9 +34,11 @@ __all__ = ["ExplainOptions", "Stage", "choose_genres", "detect_objects", "explai
 
 @dataclass(frozen=True)
 class ExplainOptions:
-    ig_steps: int = 32          # Integrated Gradients steps
+    ig_steps: int = 32          # Integrated Gradients steps (fast method: the first try, doubled as needed)
     faithfulness: bool = True   # include the faithfulness stage
     random_seed: int = 0        # seeds the random deletion masks
+    text_method: str = "deep"   # plot attributions: "deep" (word embeddings) or "fast" (at the encoder output)
+    ig_tolerance: float = 0.01  # fast method: convergence delta allowed, as a share of max(|f(x) - f(b)|, 1)
 
 
 @dataclass(frozen=True)
@@ -108,23 +111,33 @@ class _Timer:
 
 
 def explain_prediction(predictor, inputs: Inputs, genres=None, *, ig_steps: int = 32, faithfulness: bool = True,
-                       random_seed: int = 0, deadline: Deadline | None = None) -> Explanation:
+                       random_seed: int = 0, deadline: Deadline | None = None, text_method: str = "deep",
+                       ig_tolerance: float = 0.01) -> Explanation:
     """Explain ``predictor``'s prediction for ``inputs`` (``mmgenre.inputs.prepare_inputs``).
 
     ``genres``: names to explain (default: the predicted genres, else the 3 most probable).
     ``ig_steps``: Integrated Gradients steps. ``faithfulness``: attach the Grad-CAM deletion test
     and IG completeness per genre. ``random_seed``: seeds the random deletion masks.
     ``deadline``: skip the optional stages left once it has expired (see the module docstring).
+    ``text_method``: "deep" (default: IG at the word embeddings, ``ig_steps`` steps, the exact
+    full-depth method) or "fast" (IG at the text encoder's output, the step count doubled until the
+    delta is within ``ig_tolerance`` of the logit gap). ``Explanation.text_method`` / ``text_steps``
+    say which ran.
     """
     if not isinstance(inputs, Inputs):
         raise InputError(f"explain_prediction: inputs must be mmgenre.inputs.Inputs (use prepare_inputs), "
                          f"got {type(inputs).__name__}")
     if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 2:
         raise InputError(f"ig_steps must be an int >= 2, got {ig_steps!r}")
+    if text_method not in TEXT_METHODS:
+        raise InputError(f"text_method must be one of {', '.join(TEXT_METHODS)}, got {str(text_method)[:40]!r}")
+    if isinstance(ig_tolerance, bool) or not isinstance(ig_tolerance, (int, float)) or not 0 < ig_tolerance < 1:
+        raise InputError(f"ig_tolerance must be a number in (0, 1), got {ig_tolerance!r}")
     if deadline is not None and not isinstance(deadline, Deadline):
         raise InputError(f"deadline must be a mmgenre.budget.Deadline, got {type(deadline).__name__}")
     predictor.check_modalities(inputs)
-    options = ExplainOptions(ig_steps=ig_steps, faithfulness=bool(faithfulness), random_seed=random_seed)
+    options = ExplainOptions(ig_steps=ig_steps, faithfulness=bool(faithfulness), random_seed=random_seed,
+                             text_method=text_method, ig_tolerance=float(ig_tolerance))
     timer, cut = _Timer(), []
     t0 = time.perf_counter()
 

@@ -7,6 +7,14 @@ the poster features held fixed). All genres go through one ``attribute`` call: t
 repeated once per genre with one target per row, and the text encoder runs once per
 interpolation step for all genres (``_SharedEncoder``), with one backward pass per genre.
 Attributions are summed over the embedding dimension, then over the pieces of each word.
+
+``TokenIntegratedGradients(head, encoder, fixed, max_tokens)`` is the fast method: Integrated
+Gradients at the encoder's output (the token features the head pools and reads), from the
+encoder's output on the same pad baseline. The encoder runs twice (plot and baseline); every IG
+step only runs the head, so the step count adapts to the convergence delta at almost no cost.
+f(x) - f(baseline) is the same as the deep method's; each word gets the attributions of its own
+pieces' output features. [CLS]/[SEP] outputs also change with the plot, and their share is left in
+the delta (so completeness over the word scores stays honest).
 """
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import LayerIntegratedGradients
+from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from torch import nn
 
 from mmgenre import schema
@@ -24,6 +32,8 @@ from mmgenre.errors import InputError
 from mmgenre.explain.gradcam import no_param_grads
 
 TOKEN_BUDGET = 4096  # distinct tokens per captum internal batch (~1 GB of activations for MiniLM)
+TEXT_METHODS = ("fast", "deep")  # fast: IG at the encoder output; deep: IG at the word embeddings
+MAX_FAST_STEPS = 256             # cap of the fast method's adaptive step count
 
 
 @dataclass
@@ -36,6 +46,9 @@ class WordAttribution:
     delta: np.ndarray               # (G,) sum(attributions) - (f(x) - f(baseline))
     f_diff: np.ndarray              # (G,) f(x) - f(baseline): logit of the plot minus the baseline's
     input_ids: torch.Tensor | None = None  # (1, T) for neural models
+    method: str | None = None       # "deep" (word embeddings), "fast" (encoder output); None: not said
+    n_steps: int = 0                # IG steps used (0: not IG)
+    unassigned: np.ndarray | None = None  # (G,) fast method: attributions of the [CLS]/[SEP] outputs
 
 
 class IdsToLogits(nn.Module):
@@ -156,7 +169,8 @@ class WordIntegratedGradients:
         g = len(targets)
         if g == 0:
             empty = np.zeros(0, dtype=np.float32)
-            return WordAttribution(words, positions, np.zeros((0, len(words)), np.float32), empty, empty, ids)
+            return WordAttribution(words, positions, np.zeros((0, len(words)), np.float32), empty, empty, ids,
+                                   method="deep", n_steps=n_steps)
         t = ids.shape[1]
         # captum's internal batch counts every row; the G copies of a step cost one encoder pass
         rows = g * max(2, min(n_steps, TOKEN_BUDGET // max(t, 1)))
@@ -179,4 +193,91 @@ class WordIntegratedGradients:
         delta_np = delta.detach().double().numpy().reshape(-1)
         # captum's delta is sum(attr) - (f(x) - f(baseline)), so the logit difference comes for free.
         f_diff = per_token.sum(axis=1) - delta_np
-        return WordAttribution(words, positions, scores.astype(np.float32), delta_np, f_diff, ids)
+        return WordAttribution(words, positions, scores.astype(np.float32), delta_np, f_diff, ids,
+                               method="deep", n_steps=n_steps)
+
+
+def _word_scores(per_token: np.ndarray, positions: list[list[int]]) -> np.ndarray:
+    """(G, T) token attributions -> (G, n_words): the sum over each word's pieces."""
+    if not positions:
+        return np.zeros((per_token.shape[0], 0))
+    return np.stack([[row[p].sum() for p in positions] for row in per_token])
+
+
+class TokensToLogits(nn.Module):
+    """Output token features (B, T, D) of the text encoder -> logits (B, n_genres).
+
+    Pools them as the encoder does (``_features``) and feeds the head the same entries as the live
+    batch; the image / detector features stay fixed.
+    """
+
+    def __init__(self, head: nn.Module, text_encoder, fixed: dict[str, torch.Tensor], mask: torch.Tensor,
+                 max_tokens: int | None):
+        super().__init__()
+        self.head, self.text_encoder, self.mask, self.max_tokens = head, text_encoder, mask, max_tokens
+        text_keys = schema.keys(text_encoder.kind)
+        self.fixed = {k: v.detach() for k, v in fixed.items() if k not in text_keys}
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b = tokens.shape[0]
+        batch = {k: v.expand(b, *v.shape[1:]) for k, v in self.fixed.items()}
+        feats = self.text_encoder._features(tokens, self.mask.expand(b, -1))
+        batch.update(self.text_encoder.feature_entries(feats, [True] * b, self.max_tokens))
+        return self.head(batch).logits
+
+
+class TokenIntegratedGradients:
+    """The fast method: IG of the head's target logits at the text encoder's output token features.
+
+    The step count starts at ``n_steps`` and doubles (up to ``max_steps``) until captum's
+    convergence delta is at most ``tol`` * max(|f(x) - f(baseline)|, 1) for every target genre.
+    """
+
+    def __init__(self, head: nn.Module, text_encoder, fixed: dict[str, torch.Tensor], max_tokens: int | None):
+        if not hasattr(text_encoder, "_features"):
+            raise InputError(f"text encoder {getattr(text_encoder, 'name', '?')!r} does not expose its pooling "
+                             "(_features), so the fast method cannot run on it; use text_method='deep'")
+        self.head, self.encoder, self.fixed, self.max_tokens = head, text_encoder, fixed, max_tokens
+
+    def attribute(self, plot: str, targets: Sequence[int], *, n_steps: int = 16, tol: float = 0.01,
+                  max_steps: int = MAX_FAST_STEPS) -> WordAttribution:
+        if not plot:
+            raise InputError("Integrated Gradients: the plot is empty")
+        if n_steps < 2:
+            raise InputError(f"ig_steps must be at least 2, got {n_steps}")
+        enc = self.encoder
+        toks = enc.tokenize([plot])
+        ids, mask = toks["input_ids"], toks["attention_mask"]
+        word_list = enc.words(plot, ids[0])
+        words, positions = [w for w, _ in word_list], [list(p) for _, p in word_list]
+        g = len(targets)
+        if g == 0:
+            empty = np.zeros(0, dtype=np.float32)
+            return WordAttribution(words, positions, np.zeros((0, len(words)), np.float32), empty, empty, ids,
+                                   method="fast", n_steps=0)
+        with torch.no_grad():  # the encoder's two passes: the plot and its pad baseline, in one batch
+            out = enc(torch.cat([ids, pad_baseline(enc, ids, positions)]), mask.expand(2, -1)).tokens
+        x, base = out[:1].expand(g, -1, -1), out[1:].expand(g, -1, -1)
+        forward = TokensToLogits(self.head, enc, self.fixed, mask, self.max_tokens)
+        target = [int(t) for t in targets]
+        ig = IntegratedGradients(forward)
+        steps = max(int(n_steps), 2)
+        rows = max(g * 2, TOKEN_BUDGET * 8 // max(ids.shape[1], 1))  # head-only steps are cheap
+        with no_param_grads(forward):
+            with torch.no_grad():
+                f_diff = (forward(x[:1]) - forward(base[:1]))[0, target].double().numpy()
+            while True:
+                attr, delta = ig.attribute(x, baselines=base, target=target, n_steps=steps,
+                                           internal_batch_size=rows, return_convergence_delta=True)
+                delta_np = delta.detach().double().numpy().reshape(-1)
+                # a gap under 1 logit only has to converge to tol logits: float32 noise would
+                # otherwise drive tiny gaps to the cap
+                if steps >= max_steps or np.all(np.abs(delta_np) <= tol * np.maximum(np.abs(f_diff), 1.0)):
+                    break
+                steps = min(2 * steps, max_steps)
+        per_token = attr.sum(dim=-1).detach().double().numpy()          # (G, T)
+        scores = _word_scores(per_token, positions)
+        # completeness over the words: what the special tokens took is part of the gap
+        word_delta = scores.sum(axis=1) - f_diff
+        return WordAttribution(words, positions, scores.astype(np.float32), word_delta, f_diff, ids,
+                               method="fast", n_steps=steps, unassigned=per_token.sum(axis=1) - scores.sum(axis=1))
