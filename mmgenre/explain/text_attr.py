@@ -145,6 +145,24 @@ def pad_baseline(text_encoder, input_ids: torch.Tensor, word_positions: Sequence
     return base
 
 
+def _tokenized_words(enc, plot: str, n_steps: int):
+    """The plot's ``input_ids`` / ``attention_mask`` (1, T), its words and their token positions."""
+    if not plot:
+        raise InputError("Integrated Gradients: the plot is empty")
+    if n_steps < 2:
+        raise InputError(f"ig_steps must be at least 2, got {n_steps}")
+    toks = enc.tokenize([plot])
+    ids, mask = toks["input_ids"], toks["attention_mask"]
+    word_list = enc.words(plot, ids[0])
+    return ids, mask, [w for w, _ in word_list], [list(p) for _, p in word_list]
+
+
+def _no_targets(words, positions, ids, *, method: str, n_steps: int) -> "WordAttribution":
+    empty = np.zeros(0, dtype=np.float32)
+    return WordAttribution(words, positions, np.zeros((0, len(words)), np.float32), empty, empty, ids,
+                           method=method, n_steps=n_steps)
+
+
 class WordIntegratedGradients:
     """Layer Integrated Gradients of ``forward``'s target logits, merged into one score per word.
 
@@ -156,21 +174,12 @@ class WordIntegratedGradients:
         self.forward, self.encoder = forward, text_encoder
 
     def attribute(self, plot: str, targets: Sequence[int], *, n_steps: int = 32) -> WordAttribution:
-        if not plot:
-            raise InputError("Integrated Gradients: the plot is empty")
-        if n_steps < 2:
-            raise InputError(f"ig_steps must be at least 2, got {n_steps}")
         enc = self.encoder
-        toks = enc.tokenize([plot])
-        ids, mask = toks["input_ids"], toks["attention_mask"]
-        word_list = enc.words(plot, ids[0])
-        words, positions = [w for w, _ in word_list], [list(p) for _, p in word_list]
+        ids, mask, words, positions = _tokenized_words(enc, plot, n_steps)
         base = pad_baseline(enc, ids, positions)
         g = len(targets)
         if g == 0:
-            empty = np.zeros(0, dtype=np.float32)
-            return WordAttribution(words, positions, np.zeros((0, len(words)), np.float32), empty, empty, ids,
-                                   method="deep", n_steps=n_steps)
+            return _no_targets(words, positions, ids, method="deep", n_steps=n_steps)
         t = ids.shape[1]
         # captum's internal batch counts every row; the G copies of a step cost one encoder pass
         rows = g * max(2, min(n_steps, TOKEN_BUDGET // max(t, 1)))
@@ -241,20 +250,11 @@ class TokenIntegratedGradients:
 
     def attribute(self, plot: str, targets: Sequence[int], *, n_steps: int = 16, tol: float = 0.01,
                   max_steps: int = MAX_FAST_STEPS) -> WordAttribution:
-        if not plot:
-            raise InputError("Integrated Gradients: the plot is empty")
-        if n_steps < 2:
-            raise InputError(f"ig_steps must be at least 2, got {n_steps}")
         enc = self.encoder
-        toks = enc.tokenize([plot])
-        ids, mask = toks["input_ids"], toks["attention_mask"]
-        word_list = enc.words(plot, ids[0])
-        words, positions = [w for w, _ in word_list], [list(p) for _, p in word_list]
+        ids, mask, words, positions = _tokenized_words(enc, plot, n_steps)
         g = len(targets)
         if g == 0:
-            empty = np.zeros(0, dtype=np.float32)
-            return WordAttribution(words, positions, np.zeros((0, len(words)), np.float32), empty, empty, ids,
-                                   method="fast", n_steps=0)
+            return _no_targets(words, positions, ids, method="fast", n_steps=0)
         with torch.no_grad():  # the encoder's two passes: the plot and its pad baseline, in one batch
             out = enc(torch.cat([ids, pad_baseline(enc, ids, positions)]), mask.expand(2, -1)).tokens
         x, base = out[:1].expand(g, -1, -1), out[1:].expand(g, -1, -1)
