@@ -1,6 +1,6 @@
 """mmgenre dashboard: ``streamlit run dashboard/app.py`` (or ``python -m dashboard.serve``).
 
-Pages: ``dashboard.core.PAGES`` (Dataset, Compare, Movie explorer, Predict: the Gradio app).
+Pages: ``dashboard.core.PAGES`` (Dataset, Compare, Movie explorer, Insights, Predict: the Gradio app).
 Settings (data and checkpoints folders) live in the sidebar; defaults come from
 ``$MMGENRE_DATA`` and ``$MMGENRE_CHECKPOINTS``.
 """

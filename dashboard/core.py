@@ -90,6 +90,7 @@ PAGES: tuple[Page, ...] = (
     Page("dataset", "Dataset", "dataset"),
     Page("compare", "Compare models", "compare"),
     Page("movie", "Movie explorer", "movie"),
+    Page("insights", "Insights", "insights"),
     Page("predict", "Predict", "predict"),
 )
 

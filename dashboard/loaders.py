@@ -187,15 +187,88 @@ def predictor(root: Path, model: str):
         return core.predictor(root, model)
 
 
+@st.cache_data(max_entries=2, show_spinner=False)
+def data_fingerprint(root: str, stamp: int) -> str:
+    return dataset(root, stamp).fingerprint()
+
+
+def store_stamp(folder: Path) -> tuple:
+    """Staleness of a checkpoint's explanation stores: their manifests' and shards' count and times."""
+    from mmgenre.explain_store import MANIFEST, list_stores
+    return tuple((f.name, mtime_ns(f / MANIFEST), len(list(f.glob("shard-*.safetensors"))))
+                 for f, _, _ in list_stores(folder))
+
+
+@dataclass(frozen=True)
+class Explained:
+    """An explanation and where it came from: the checkpoint's store, or computed live (then
+    ``note`` says why the store was not used, when there is one; ``problem``: it was ignored or
+    corrupt)."""
+
+    explanation: object
+    stored: bool
+    note: str | None = None
+    problem: bool = False
+
+
 @st.cache_resource(show_spinner="Explaining the prediction ...", max_entries=48)
 def _explanation(root: str, model: str, stamp: int, data_root: str, data: int, imdb_id: str,
-                 genres: tuple[str, ...]):
+                 genres: tuple[str, ...], text_method: str = "fast", store: tuple = ()) -> Explained:
+    from mmgenre.explain_store import load_explanation
     movie = dataset(data_root, data)[imdb_id]
-    return core.predictor(root, model).explain(poster=movie.poster_path, plot=movie.plot,
-                                               genres=list(genres))
+    found = load_explanation(Path(root) / model, data_fingerprint(data_root, data), imdb_id, split=movie.split,
+                             text_method=text_method, genres=list(genres), poster=movie.poster_path)
+    if found.explanation is not None:
+        return Explained(found.explanation, True)
+    expl = core.predictor(root, model).explain(poster=movie.poster_path, plot=movie.plot, genres=list(genres),
+                                               text_method=text_method)
+    return Explained(expl, False, found.note, found.problem)
 
 
-def explanation(root: Path, model: str, data_root: Path, imdb_id: str, genres: list[str]):
-    """The library's ``Explanation`` of one dataset movie for ``genres`` (shared, read-only)."""
+def explained(root: Path, model: str, data_root: Path, imdb_id: str, genres: list[str],
+              text_method: str = "fast") -> Explained:
+    """The ``Explanation`` of one dataset movie for ``genres`` (shared, read-only): from the
+    checkpoint's explanation store when it holds a valid one, else computed live."""
     return _explanation(str(root), model, checkpoint_stamp(root / model), str(data_root),
-                        data_stamp(data_root), imdb_id, tuple(genres))
+                        data_stamp(data_root), imdb_id, tuple(genres), text_method, store_stamp(root / model))
+
+
+def explanation(root: Path, model: str, data_root: Path, imdb_id: str, genres: list[str],
+                text_method: str = "fast"):
+    """The library's ``Explanation`` of one dataset movie for ``genres`` (see :func:`explained`)."""
+    return explained(root, model, data_root, imdb_id, genres, text_method).explanation
+
+
+# ------------------------------------------------------------------------------ explanation stores
+def stores_stamp(root: Path) -> tuple:
+    return tuple((m, checkpoint_stamp(root / m), store_stamp(root / m)) for m in models(root))
+
+
+@st.cache_resource(show_spinner="Reading the explanation stores ...", max_entries=4)
+def _stores(root: str, stamp: tuple, data_fp: str | None) -> list:
+    from mmgenre.explain_store import list_stores, read_store
+    return [read_store(Path(root) / m, folder, data_fp)
+            for m, _, _ in stamp for folder, _, _ in list_stores(Path(root) / m)]
+
+
+def stores(root: Path, data_root: Path | None) -> list:
+    """``mmgenre.explain_store.StoreContents`` of every store of every checkpoint (shared,
+    read-only); with a data folder, stores written for other data come back unusable, with a note."""
+    fp = data_fingerprint(str(data_root), data_stamp(data_root)) if data_root is not None else None
+    return _stores(str(root), stores_stamp(root), fp)
+
+
+@st.cache_resource(show_spinner="Aggregating the stored explanations ...", max_entries=8)
+def _insights(root: str, stamp: tuple, data_fp: str | None, split: str, method: str, names: tuple[str, ...]) -> dict:
+    from mmgenre import insights as I
+    chosen = {c.model: c.explanations for c in _stores(root, stamp, data_fp)
+              if c.usable and c.split == split and c.text_method == method and c.model in names}
+    faith = I.faithfulness_rows(chosen)
+    return {"modality": I.modality_by_genre(chosen), "words": I.top_words(chosen), "cams": I.mean_cams(chosen),
+            "faithfulness": faith, "faithfulness_summary": I.faithfulness_summary(faith)}
+
+
+def insights(root: Path, data_root: Path | None, split: str, method: str, names: list[str]) -> dict:
+    """The tables of ``mmgenre.insights`` over the chosen stores (shared, read-only)."""
+    fp = data_fingerprint(str(data_root), data_stamp(data_root)) if data_root is not None else None
+    return _insights(str(root), stores_stamp(root), fp, split, method, tuple(names))

@@ -59,3 +59,16 @@ def modality_text(expl) -> str | None:
     if m.get("weights"):
         return "Modality weights: " + ", ".join(f"{k} {float(v):.2f}" for k, v in m["weights"].items()) + "."
     return None
+
+
+METHOD_NAMES = {"fast": "fast: Integrated Gradients at the text encoder's output",
+                "deep": "exact: Integrated Gradients at the word embeddings, through the whole encoder"}
+
+
+def method_text(expl) -> str | None:
+    """Which plot-attribution method produced the word scores, and its IG steps (None: no IG)."""
+    method = getattr(expl, "text_method", None)
+    if method is None:
+        return None
+    steps = getattr(expl, "text_steps", None)
+    return f"Plot attributions: {METHOD_NAMES.get(method, method)}" + (f", {steps} steps." if steps else ".")

@@ -1,4 +1,4 @@
-"""Command line: ``python -m mmgenre {predict,explain,features,validate,models}``."""
+"""Command line: ``python -m mmgenre {predict,explain,explain-split,report,features,validate,models}``."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +20,22 @@ def _cmd_explain(args) -> dict:
     from .predict import Predictor
     pred = Predictor.from_checkpoint(args.checkpoint)
     genres = [g.strip() for g in args.genres.split(",")] if args.genres else None
-    return export_explanation(pred, poster=args.poster, plot=args.plot, genres=genres, out=Path(args.out))
+    return export_explanation(pred, poster=args.poster, plot=args.plot, genres=genres, out=Path(args.out),
+                              text_method="deep" if args.deep else "fast")
+
+
+def _cmd_explain_split(args) -> dict:
+    from .explain_split import explain_split
+    return explain_split(args.checkpoint, args.data, args.split, genres=args.genres, top=args.top,
+                         text_method="deep" if args.deep else "fast", ig_steps=args.ig_steps, workers=args.workers,
+                         shard_size=args.shard_size, limit=args.limit)
+
+
+def _cmd_report(args) -> dict:
+    from .report import report_movie
+    genres = [g.strip() for g in args.genres.split(",") if g.strip()] if args.genres else None
+    return report_movie(args.checkpoint, args.data, args.id, args.out, genres=genres,
+                        text_method="deep" if args.deep else "fast")
 
 
 def _cmd_features(args) -> dict:
@@ -72,6 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "explain":
             s.add_argument("--genres", help="comma list (default: predicted genres, else top 3)")
             s.add_argument("--out", required=True)
+            s.add_argument("--deep", action="store_true",
+                           help="exact plot attributions: IG at the word embeddings (10-40x slower than the "
+                                "default, IG at the text encoder's output)")
+    s = sub.add_parser("explain-split", help="explain every movie of a split into a store inside the checkpoint "
+                                             "(read by the dashboard); resumable")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--data", help="the MM-IMDb folder (default: $MMGENRE_DATA)")
+    s.add_argument("--split", default="test")
+    s.add_argument("--genres", choices=("top", "predicted"), default="top",
+                   help="top: the --top most probable genres of each movie (default); predicted: its predicted "
+                        "genres, else the 3 most probable")
+    s.add_argument("--top", type=_positive_int, default=3)
+    s.add_argument("--deep", action="store_true", help="exact plot attributions (IG at the word embeddings)")
+    s.add_argument("--ig-steps", type=_positive_int, default=32)
+    s.add_argument("--workers", type=_positive_int, default=1,
+                   help="processes, each with its share of the torch threads (default 1)")
+    s.add_argument("--shard-size", type=_positive_int, default=16,
+                   help="movies per store file: a killed run resumes from the last whole shard")
+    s.add_argument("--limit", type=_positive_int, help="only the shards holding the first LIMIT movies")
+    s = sub.add_parser("report", help="one dataset movie's explanation as a self-contained HTML page and a PDF")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--data", help="the MM-IMDb folder (default: $MMGENRE_DATA)")
+    s.add_argument("--id", required=True, help="the movie's IMDb id, as in the data folder")
+    s.add_argument("--out", required=True, help="folder for <id>_<model>.html and .pdf")
+    s.add_argument("--genres", help="comma list (default: predicted genres, else top 3)")
+    s.add_argument("--deep", action="store_true", help="exact plot attributions (IG at the word embeddings)")
     s = sub.add_parser("features", help="extract and cache encoder features for a dataset")
     s.add_argument("--data")
     from .encoders import CLI_FLAGS, ENCODER_KINDS
@@ -94,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
-    commands = {"predict": _cmd_predict, "explain": _cmd_explain, "features": _cmd_features,
+    commands = {"predict": _cmd_predict, "explain": _cmd_explain, "explain-split": _cmd_explain_split,
+                "report": _cmd_report, "features": _cmd_features,
                 "validate": _cmd_validate, "models": _cmd_models}
     try:
         result = commands[args.cmd](args)

@@ -144,7 +144,9 @@ def save_checkpoint(out_dir: str | Path, *, weights: dict[str, np.ndarray], conf
     _validate_config(config, out_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     # Through atomic.write_*: each file is fsynced before the folder swap makes it visible.
-    arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+    # np.require, not np.ascontiguousarray: that one turns 0-d arrays (BatchNorm's num_batches_tracked)
+    # into shape (1,), which then no longer fits the module at load.
+    arrays = {k: np.require(v, requirements="C") for k, v in weights.items()}
     atomic.write_bytes(staging / WEIGHTS_FILE, save_numpy_bytes(arrays))
     atomic.write_json(staging / CONFIG_FILE, config)
     if metrics is not None:
@@ -154,7 +156,7 @@ def save_checkpoint(out_dir: str | Path, *, weights: dict[str, np.ndarray], conf
     for name, text in (extra_files or {}).items():
         atomic.write_text(staging / name, text)
     if encoder_tensors:
-        tuned = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+        tuned = {k: np.require(v.detach().cpu().numpy() if hasattr(v, "detach") else v, requirements="C")
                  for k, v in encoder_tensors.items()}
         bases = {kind: str(config.get("encoders", {}).get(kind, {}).get("name"))
                  for kind in sorted({k.partition(".")[0] for k in tuned})}

@@ -160,13 +160,25 @@ def per_genre_table(y_true, y_prob, thresholds: np.ndarray | float = 0.5) -> pd.
     })
 
 
+# Per-genre thresholds are shrunk toward one shared threshold as if the shared one had been seen on
+# this many positives: a genre with 3 positives in the tuning split keeps mostly the shared
+# threshold, one with 100 mostly its own. 10 was chosen by 2-fold cross-validation inside the
+# tuning split of mmimdb-lite (20 repeats, every head: +0.01-0.03 micro-F1 over unshrunk
+# per-genre thresholds on the held-out half); see README "Thresholds".
+THRESHOLD_SHRINK = 10.0
+
+
 def tune_thresholds(y_true, y_prob, *, grid: Sequence[float] | np.ndarray | None = None,
-                    min_support: int = 1) -> np.ndarray:
+                    min_support: int = 1, shrink: float = 0.0) -> np.ndarray:
     """(23,) per-genre thresholds, each maximising that genre's F1 on the given (dev) set.
 
     Candidates come from ``grid`` (default 0.02, 0.04, ..., 0.94). Genres with fewer than
     ``min_support`` positives get 0.5. Among thresholds with equal F1 the one closest to 0.5
     wins (then the lower one), so a genre that is never predicted correctly keeps 0.5.
+
+    ``shrink`` > 0: each genre's threshold becomes ``(n * t_genre + shrink * t_shared) / (n + shrink)``
+    with ``n`` its positives and ``t_shared`` the one threshold that maximises micro-F1 over all
+    genres (small tuning sets overfit per-genre thresholds; see ``THRESHOLD_SHRINK``).
     """
     yt, prob = _check_pair(y_true, y_prob)
     cand = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64)
@@ -176,16 +188,23 @@ def tune_thresholds(y_true, y_prob, *, grid: Sequence[float] | np.ndarray | None
         raise InputError("grid: thresholds must be finite and lie in [0, 1]")
     if int(min_support) < 0:
         raise InputError(f"min_support: must be >= 0, got {min_support}")
+    if isinstance(shrink, bool) or not isinstance(shrink, (int, float)) or not 0 <= shrink < float("inf"):
+        raise InputError(f"shrink: must be a finite number >= 0, got {shrink!r}")
     pos = yt.sum(axis=0)
     f1 = np.empty((cand.size, N_GENRES))
+    micro = np.empty(cand.size)
     for i, t in enumerate(cand):  # one pass per candidate keeps memory at O(N * 23)
         pred = prob >= t
         tp = (pred & (yt == 1)).sum(axis=0)
         denom = pred.sum(axis=0) + pos  # 2tp + fp + fn
         f1[i] = np.divide(2.0 * tp, denom, out=np.zeros(N_GENRES), where=denom > 0)
+        micro[i] = 2.0 * tp.sum() / denom.sum() if denom.sum() > 0 else 0.0
     # Sort candidates by (distance to 0.5, value); argmax returns the first maximum, i.e. the tie-break.
     order = np.lexsort((cand, np.round(np.abs(cand - 0.5), 9)))
     best = cand[order][np.argmax(f1[order], axis=0)]
+    if shrink > 0:
+        shared = cand[order][int(np.argmax(micro[order]))]
+        best = (pos * best + shrink * shared) / (pos + shrink)
     return np.where(pos >= int(min_support), best, 0.5)
 
 

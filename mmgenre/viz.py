@@ -172,6 +172,8 @@ def modality_figure(modality: Mapping) -> go.Figure:
         xaxis={"domain": [0.0, 0.3], "title": "modality"}, yaxis={"title": "share", "range": [0, 1]},
         xaxis2={"domain": [0.4, 1.0], "title": "genre", "anchor": "y2"},
         yaxis2={"title": "probability drop", "anchor": "x2"}, legend={"orientation": "h", "y": -0.25})
+    if not shares:  # no share panel: the drops take the whole width
+        fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, xaxis2={"domain": [0.0, 1.0]})
     return fig
 
 

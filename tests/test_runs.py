@@ -43,7 +43,7 @@ def test_read_runs_gives_one_row_per_tracked_model(tracked):
     row = runs.set_index("run").loc["text_only"]
     assert row["lr"] == 0.002 and row["epochs"] == 2 and row["batch_size"] == 16
     assert row["tuning"] == "frozen" and row["protocol"] == "train-holdout"
-    assert "text:minilm" in row["encoders"] and "image:efficientnet-lite0" in row["encoders"]
+    assert "text:mpnet" in row["encoders"] and "image:efficientnet-lite0" in row["encoders"]
     saved = json.loads((out / "text_only" / "metrics.json").read_text())
     assert row["test/micro_f1"] == pytest.approx(saved["test"]["micro_f1"])
     assert row["dev/macro_f1"] == pytest.approx(saved["dev"]["macro_f1"])

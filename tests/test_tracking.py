@@ -43,7 +43,7 @@ def test_a_tracked_run_logs_config_epochs_metrics_and_checkpoint(tiny_data, tiny
     params, metrics = run.data.params, run.data.metrics
     ckpt_cfg = json.loads((out / "text_only" / "config.json").read_text())
     assert params["model"] == "text_only" and params["lr"] == "0.001" and params["epochs"] == "2"
-    assert params["encoder.text"] == "minilm" and params["encoder.image"] == "efficientnet-lite0"
+    assert params["encoder.text"] == "mpnet" and params["encoder.image"] == "efficientnet-lite0"
     assert params["data.fingerprint"] == MMIMDb.load(tiny_data).fingerprint() == ckpt_cfg["data"]["fingerprint"]
     history = client.get_metric_history(run.info.run_id, "dev_macro_f1")
     saved = json.loads((out / "text_only" / "metrics.json").read_text())

@@ -21,7 +21,7 @@ class TrainConfig:
     data: str | None = None            # MM-IMDb folder; None -> $MMGENRE_DATA
     model: str = "gmu"                 # a name from mmgenre.models.list_models()
     out: str = "checkpoints"           # checkpoints/<model>/ is written here
-    text_encoder: str = "minilm"
+    text_encoder: str = "mpnet"
     image_encoder: str = "efficientnet-lite0"
     detector: str = "haar"
     cache: str | None = None           # feature cache root; None -> $MMGENRE_CACHE or ~/.cache/mmgenre
@@ -85,6 +85,8 @@ class TrainConfig:
             raise InputError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if self.lora is not None and self.tune_layers is not None:
             raise InputError("--lora and --tune-layers are two ways to tune the encoders: pick one")
+        if self.lora_targets is not None and self.lora is None:  # else silently a run without LoRA
+            raise InputError("--lora-targets needs --lora R (the adapters' rank)")
 
     def tuning(self):
         """The ``mmgenre.tuning.TuningSpec`` of this run (validated: InputError for a bad one)."""
@@ -93,8 +95,6 @@ class TrainConfig:
             return TuningSpec(mode="frozen", rank=None, alpha=None, targets=None, layers=None)
         if self.lora is not None:
             return TuningSpec(mode="lora", rank=self.lora, alpha=None, targets=self.lora_targets, layers=None)
-        if self.lora_targets:
-            raise InputError("--lora-targets needs --lora R (the adapters' rank)")
         if self.tune_layers is not None:
             return TuningSpec(mode="last-blocks", rank=None, alpha=None, targets=None, layers=self.tune_layers)
         return TuningSpec(mode="full", rank=None, alpha=None, targets=None, layers=None)

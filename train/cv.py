@@ -45,7 +45,7 @@ def cross_validate(cfg: TrainConfig, ds: MMIMDb | None = None) -> dict:
         _, probs, _ = family.fit(cfg.model, {n: [ds[i] for i in s] for n, s in parts.items()}, feats,
                                  {n: ds.labels(s) for n, s in parts.items()}, HeadTrainer(cfg, acc=acc))
         p_tune, p_val = probs["dev"], probs["val"]
-        thr = M.tune_thresholds(ds.labels(tune_ids), p_tune)
+        thr = M.tune_thresholds(ds.labels(tune_ids), p_tune, shrink=M.THRESHOLD_SHRINK)
         rows = [pos[i] for i in val_ids]
         oof[rows] = p_val
         oof_pred[rows] = M.binarize(p_val, thr)

@@ -10,11 +10,13 @@ adapters only) in ``encoders.safetensors``, with ``config["tuning"]``; the detec
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import torch
 from torch import nn
 from torchvision.transforms import v2 as T
+from tqdm.auto import tqdm
 
 from mmgenre.data import MMIMDb, Movie
 from mmgenre.encoders import build_encoder
@@ -29,6 +31,7 @@ from .config import TrainConfig
 from .data import encoder_names
 from .results import FitResult, finish_run, start_run
 
+log = logging.getLogger(__name__)
 ENCODER_LR_SCALE = 0.1
 AUGMENT = T.Compose([T.RandomResizedCrop((320, 224), scale=(0.7, 1.0), ratio=(0.6, 0.8)),
                      T.RandomHorizontalFlip(), T.ColorJitter(0.2, 0.2, 0.2, 0.02)])
@@ -85,6 +88,8 @@ def fit_finetune(cfg: TrainConfig, ds: MMIMDb | None = None, *, encoders: dict |
         if enc_params:
             groups.append({"params": enc_params, "lr": cfg.lr * ENCODER_LR_SCALE})
         movies = ctx.movies
+        if any(getattr(built[k], "reads", None) == "poster" for k in kinds):
+            movies = _posters_checked(movies, cfg.skip_bad, cfg.progress)
 
         def logits(m, split, idx, noise):
             return m([movies[split][i] for i in idx], augment=noise is not None)
@@ -99,3 +104,30 @@ def fit_finetune(cfg: TrainConfig, ds: MMIMDb | None = None, *, encoders: dict |
         return finish_run(ctx, probs, history, weights=weights,
                           encoder_tensors=tuned_tensors({k: built[k] for k in tuned}, spec),
                           config={"head": head_cfg, "encoders": enc_info, "tuning": spec.to_dict()})
+
+
+def _posters_checked(movies: dict[str, list[Movie]], skip_bad: bool, progress: bool) -> dict[str, list[Movie]]:
+    """Every poster decoded once before the first step: posters are read live each epoch, so an
+    unreadable one would otherwise stop the run mid-epoch. InputError naming the file; with
+    ``skip_bad`` the movie keeps its plot and loses its poster (as feature extraction does)."""
+    bad: list[str] = []
+    out: dict[str, list[Movie]] = {}
+    total = sum(len(ms) for ms in movies.values())
+    with tqdm(total=total, desc="checking posters", unit="movie", disable=not progress, leave=False) as bar:
+        for split, ms in movies.items():
+            out[split] = []
+            for m in ms:
+                if m.poster_path is not None:
+                    try:
+                        load_poster(m.poster_path)
+                    except InputError as exc:
+                        if not skip_bad:
+                            raise
+                        bad.append(str(exc))
+                        m = replace(m, poster_path=None)
+                out[split].append(m)
+                bar.update(1)
+    if bad:
+        log.warning("--skip-bad: %d unreadable poster(s) left out (their plots still train):\n  %s",
+                    len(bad), "\n  ".join(bad))
+    return out

@@ -94,7 +94,7 @@ def finish_run(ctx: RunContext, probs: dict[str, np.ndarray], history: list, *, 
     model-specific parts (head, encoders, tuning), the rest is added here."""
     cfg, ds, splits = ctx.cfg, ctx.ds, ctx.splits
     y, movies = ctx.labels, ctx.movies
-    thr = M.tune_thresholds(y["dev"], probs["dev"])
+    thr = M.tune_thresholds(y["dev"], probs["dev"], shrink=M.THRESHOLD_SHRINK)
     train_seconds = time.perf_counter() - ctx.started
     results = {s: evaluate_split(y[s], probs[s], thr, complete_pairs(movies[s]), cfg.n_boot, cfg.seed)
                for s in ("dev", "test")}

@@ -9,7 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import core, loaders
+from dashboard import core, downloads, loaders
 from mmgenre import analysis as A
 from mmgenre.errors import InputError
 from mmgenre.genres import GENRES
@@ -86,7 +86,7 @@ with loaders.guard():
         fig = px.bar(long, x="model", y="value", color="metric", barmode="group",
                      error_y="plus", error_y_minus="minus", labels={"model": "", "value": ""})
         fig.update_layout(height=420, margin=dict(t=40, b=10))
-        st.plotly_chart(fig)
+        downloads.chart(fig, "metrics")
         st.caption("Error bars: 95% bootstrap intervals over test movies (where the checkpoint "
                    "stored them).")
 
@@ -99,7 +99,7 @@ with loaders.guard():
                         text_auto=".2f", labels=dict(x="", y="", color="F1"))
         fig.update_traces(textfont_size=9)
         fig.update_layout(height=max(280, 34 * len(mat) + 160), margin=dict(t=40, b=10))
-        st.plotly_chart(fig)
+        downloads.chart(fig, "per_genre_f1")
 
     st.subheader("Precision-recall and ROC curves")
     c1, c2 = st.columns([1, 3])
@@ -127,8 +127,8 @@ with loaders.guard():
     roc.update_layout(height=380, margin=dict(t=40, b=10), title=f"ROC: {genre}",
                       xaxis_title="false positive rate", yaxis_title="true positive rate")
     a, b = st.columns(2)
-    a.plotly_chart(pr)
-    b.plotly_chart(roc)
+    downloads.chart(pr, f"precision_recall_{genre}", where=a)
+    downloads.chart(roc, f"roc_{genre}", where=b)
     for p in problems:
         st.warning(loaders.md_escape(p))
 
@@ -169,7 +169,7 @@ with loaders.guard():
                      labels={"model": "", "gain": f"{gain_metric} gain", "effect": ""})
         fig.update_traces(texttemplate="%{text:+.3f}", textposition="outside", cliponaxis=False)
         fig.update_layout(height=340, margin=dict(t=40, b=10))
-        st.plotly_chart(fig)
+        downloads.chart(fig, f"fusion_gain_{gain_metric}")
         st.dataframe(gains, hide_index=True, column_config={
             c: st.column_config.NumberColumn(format="%+.4f" if c == "gain" else "%.4f")
             for c in (gain_metric, "unimodal_value", "gain")})
@@ -190,6 +190,6 @@ with loaders.guard():
         fig = px.bar(long, x="model", y="value", color="movies", barmode="group",
                      labels={"model": "", "value": pair_key})
         fig.update_layout(height=340, margin=dict(t=40, b=10))
-        st.plotly_chart(fig)
+        downloads.chart(fig, f"all_vs_complete_{pair_key}")
 
 tracked_runs()

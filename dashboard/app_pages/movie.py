@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import core, loaders, views
+from dashboard import core, downloads, loaders, views
+from dashboard import whatif_view
 from mmgenre import analysis as A
 from mmgenre import viz
 from mmgenre.attention_views import word_region_map
@@ -19,6 +20,7 @@ BROWSE = {"title": "All movies", "errors": "Errors of one model", "disagree": "W
 MODALITY_COLOURS = {"model share": "#7f7f7f", "drop without poster": "#1f77b4",
                     "drop without plot": "#d62728"}
 ERROR_LABELS = {"false_positive": "false positives", "false_negative": "false negatives"}
+TEXT_METHODS = {"fast": "fast (IG at the encoder output)", "deep": "exact (deep IG at the word embeddings)"}
 
 st.title("Movie explorer")
 s = loaders.settings()
@@ -104,10 +106,17 @@ def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None
         probs = row[list(A.PROB_COLUMNS)].to_numpy(dtype=np.float64)[0]
         default = int(np.argmax(probs))
     genre = c[1].selectbox("Genre", GENRES, index=default, key=f"explain_genre_{movie.imdb_id}_{model}_{focus}")
+    method = c[2].segmented_control("Plot attributions", list(TEXT_METHODS), format_func=TEXT_METHODS.get,
+                                    default="fast", required=True, key="text_method", bind="query-params")
     with loaders.guard():
-        expl = loaders.explanation(s.checkpoints, model, root, movie.imdb_id, [genre])
-        c[2].caption(f"Explained in {expl.timings.get('total', 0):.1f} s on first view (cached after). "
-                     + loaders.md_escape(views.modality_text(expl) or ""))
+        got = loaders.explained(s.checkpoints, model, root, movie.imdb_id, [genre], text_method=method)
+        expl = got.explanation
+        if got.note:
+            (st.warning if got.problem else st.caption)(loaders.md_escape(got.note))
+        took = expl.timings.get("total", 0)
+        source = (f"Precomputed in the explanation store (explaining it took {took:.1f} s when the store was "
+                  "written). " if got.stored else f"Computed live in {took:.1f} s on first view (cached after). ")
+        c[2].caption(loaders.md_escape(source + (views.modality_text(expl) or "")))
         left, right = st.columns([1, 1])
         with left:
             overlay = views.cam_overlay(expl, genre)
@@ -129,21 +138,21 @@ def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None
             if html_words:
                 st.markdown("**Plot words** (red: supports the genre, blue: against it; hover for scores)")
                 st.html(html_words)  # built by mmgenre.viz, which escapes every word
-                text = views.completeness_text(expl, genre)
-                if text:
-                    st.caption(loaders.md_escape(text))
+                for text in (views.method_text(expl), views.completeness_text(expl, genre)):
+                    if text:
+                        st.caption(loaders.md_escape(text))
             else:
                 st.markdown("**Plot**")
                 st.text(movie.plot or "(empty plot)")
-        st.plotly_chart(viz.probabilities_figure(expl.probabilities, list(thr), expl.predicted),
-                        key="probabilities")
+        downloads.chart(viz.probabilities_figure(expl.probabilities, list(thr), expl.predicted),
+                        f"probabilities_{movie.imdb_id}_{model}", key="probabilities")
 
         ca = expl.cross_attention
         if ca and ca.get("words"):
             st.subheader("Cross-attention: plot words x poster regions")
             fig = viz.cross_attention_figure(ca["words"], ca["grid"], ca["text_to_image_mean"],
                                              title="text-to-image attention (mean over heads)")
-            st.plotly_chart(fig, key="cross_attention")
+            downloads.chart(fig, f"cross_attention_{movie.imdb_id}_{model}", key="cross_attention")
             if expl.poster is not None:
                 idx = st.selectbox("Regions a word looks at", range(len(ca["words"])),
                                    format_func=lambda i: f"{i}: {ca['words'][i]}", key="ca_word")
@@ -163,7 +172,7 @@ def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None
                 fig.update_layout(xaxis2={"domain": [0.45, 1.0] if has_shares else [0.0, 1.0]},
                                   xaxis={"visible": has_shares}, yaxis={"visible": has_shares},
                                   margin=dict(t=40))
-                st.plotly_chart(fig, key="modality")
+                downloads.chart(fig, f"modality_{movie.imdb_id}_{model}", key="modality")
         with b:
             st.subheader("Detected objects")
             img = views.objects_image(expl)
@@ -174,6 +183,9 @@ def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None
             else:
                 st.caption("No faces or people found on the poster." if expl.poster is not None
                            else "No poster.")
+        st.markdown("**Report** of this explanation: a self-contained HTML page and a PDF with its figures, "
+                    "faithfulness figures and plot-attribution method")
+        downloads.report_buttons(expl, movie, list(thr), key="report")
 
 
 with loaders.guard():
@@ -197,3 +209,4 @@ with loaders.guard():
             st.dataframe(table, hide_index=True)
         st.subheader("Explanation")
         show_explanation(ds, movie, names, preds, focus)
+        whatif_view.sections(s, root, ds, movie, names, preds, focus)  # What-if, Compare two models

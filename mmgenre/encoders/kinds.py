@@ -71,7 +71,7 @@ class TextEncoder(FrozenModule):
 
     kind: ClassVar[str] = "text"
     reads: ClassVar[str] = "plot"  # the input it reads (mmgenre.schema.SOURCE)
-    default: ClassVar[str] = "minilm"  # the offline default encoder
+    default: ClassVar[str] = "mpnet"  # the offline default encoder
     cli_flag: ClassVar[str] = "--text-encoder"  # how the CLIs (and TrainConfig) name the choice
     name: str
     dim: int

