@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import core, loaders, views
+from dashboard import core, downloads, loaders, views
 from mmgenre import analysis as A
 from mmgenre.explain.agreement import agreement
 from mmgenre.explain.whatif import Edit, what_if
@@ -146,7 +146,8 @@ def _show_what_if(result, genre: str) -> None:
             st.markdown("**Edited plot**")
             st.text(result.plot or "(empty plot)")
     edited = None if result.edited is None else result.edited["probabilities"]
-    st.plotly_chart(paired_probabilities_figure(result.original["probabilities"], edited), key="whatif_probabilities")
+    downloads.chart(paired_probabilities_figure(result.original["probabilities"], edited), "whatif_probabilities",
+                    key="whatif_probabilities")
     st.dataframe(pd.DataFrame(result.table()), hide_index=True,
                  column_config={c: st.column_config.NumberColumn(format="%.3f" if c != "change" else "%+.3f")
                                 for c in ("original", "edited", "change")})
@@ -181,10 +182,10 @@ def _compare(s, root, movie, usable: list[str], model: str, genre: str, expl) ->
             words = views.words_html(exp, genre)
             if words:
                 st.html(words)  # mmgenre.viz escapes every word
-    st.plotly_chart(paired_probabilities_figure(expl.probabilities, other.probabilities, (model, second),
+    downloads.chart(paired_probabilities_figure(expl.probabilities, other.probabilities, (model, second),
                                                 title=f"genre probabilities: {model} vs {second}",
                                                 colours=MODEL_COLOURS),
-                    key="compare_probabilities")
+                    f"probabilities_{model}_vs_{second}", key="compare_probabilities")
     st.caption(loaders.md_escape(
         f"Predicted by both: {', '.join(ag.predicted_by_both) or 'none'}; only by {model}: "
         f"{', '.join(ag.predicted_only_by_a) or 'none'}; only by {second}: "

@@ -10,6 +10,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import loaders
+from dashboard import downloads
 from mmgenre import analysis as A
 from mmgenre.errors import InputError
 from mmgenre.genres import GENRES
@@ -52,7 +53,7 @@ with loaders.guard():
     if as_share:
         fig.update_yaxes(tickformat=".0%")
     fig.update_layout(height=420, margin=dict(t=40, b=10), legend_title_text="split")
-    st.plotly_chart(fig)
+    downloads.chart(fig, "genre_counts")
 
     st.subheader("Genre co-occurrence")
     left, right = st.columns([1, 3])
@@ -73,7 +74,7 @@ with loaders.guard():
                     text_auto=".2f" if normalise else True)
     fig.update_layout(height=660, margin=dict(t=40, b=10))
     fig.update_traces(textfont_size=9)
-    right.plotly_chart(fig)
+    downloads.chart(fig, "genre_cooccurrence", where=right)
     left.caption("Diagonal: movies carrying the genre. Off-diagonal: movies carrying both. "
                  "Colours are scaled to the largest off-diagonal cell.")
 
@@ -84,7 +85,7 @@ with loaders.guard():
                  color_discrete_map=SPLIT_COLOURS,
                  points="outliers", labels={"words": "plot length (words, log scale)", "split": ""})
     fig.update_layout(height=360, margin=dict(t=40, b=10), title="Plot length", showlegend=False)
-    a.plotly_chart(fig)
+    downloads.chart(fig, "plot_length", where=a)
     posters = tables["posters"]
     if posters.empty:
         b.info("No posters found.")
@@ -94,7 +95,7 @@ with loaders.guard():
                          hover_data={"imdb_id": True, "kbytes": ":.0f"},
                          labels={"width": "width (px)", "height": "height (px)"})
         fig.update_layout(height=360, margin=dict(t=40, b=10), title="Poster size")
-        b.plotly_chart(fig)
+        downloads.chart(fig, "poster_size", where=b)
 
     st.subheader("Missing modalities")
     missing = tables["missing"]
@@ -105,7 +106,7 @@ with loaders.guard():
     fig = px.bar(long, x="split", y="movies", color="available", barmode="stack",
                  color_discrete_map=AVAILABLE_COLOURS)
     fig.update_layout(height=300, margin=dict(t=40, b=10))
-    b.plotly_chart(fig)
+    downloads.chart(fig, "modality_availability", where=b)
 
     st.subheader("Poster gallery")
     f = st.columns([1, 1, 2])
