@@ -9,12 +9,12 @@ import shlex
 import pandas as pd
 import streamlit as st
 
-from dashboard import downloads, loaders
+from dashboard import downloads, loaders, views
 from mmgenre import viz_insights as V
 from mmgenre.insights import cams_table
 from mmgenre.genres import GENRES
 
-METHODS = {"fast": "fast (IG at the encoder output)", "deep": "exact (deep IG at the word embeddings)"}
+METHODS = views.METHOD_LABELS
 
 st.title("Insights")
 s = loaders.settings()

@@ -20,7 +20,6 @@ BROWSE = {"title": "All movies", "errors": "Errors of one model", "disagree": "W
 MODALITY_COLOURS = {"model share": "#7f7f7f", "drop without poster": "#1f77b4",
                     "drop without plot": "#d62728"}
 ERROR_LABELS = {"false_positive": "false positives", "false_negative": "false negatives"}
-TEXT_METHODS = {"fast": "fast (IG at the encoder output)", "deep": "exact (deep IG at the word embeddings)"}
 
 st.title("Movie explorer")
 s = loaders.settings()
@@ -106,7 +105,7 @@ def show_explanation(ds, movie, names: list[str], preds: dict, focus: str | None
         probs = row[list(A.PROB_COLUMNS)].to_numpy(dtype=np.float64)[0]
         default = int(np.argmax(probs))
     genre = c[1].selectbox("Genre", GENRES, index=default, key=f"explain_genre_{movie.imdb_id}_{model}_{focus}")
-    method = c[2].segmented_control("Plot attributions", list(TEXT_METHODS), format_func=TEXT_METHODS.get,
+    method = c[2].segmented_control("Plot attributions", list(views.METHOD_LABELS), format_func=views.METHOD_LABELS.get,
                                     default="fast", required=True, key="text_method", bind="query-params")
     with loaders.guard():
         got = loaders.explained(s.checkpoints, model, root, movie.imdb_id, [genre], text_method=method)
