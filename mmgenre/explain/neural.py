@@ -33,14 +33,20 @@ class NeuralExplainer:
         self.max_tokens = max_tokens
         self.image, self.text = encoders.get("image"), encoders.get("text")
         grid: list[tuple[int, int]] = []
-        hook = self.image.register_forward_hook(lambda m, a, out: grid.append(tuple(out.grid))) \
-            if self.image is not None else None
+        encoded: list[tuple[torch.Tensor, torch.Tensor]] = []  # the plot's (input_ids, output tokens)
+        hooks = []
+        if self.image is not None:
+            hooks.append(self.image.register_forward_hook(lambda m, a, out: grid.append(tuple(out.grid))))
+        if self.text is not None:
+            hooks.append(self.text.register_forward_hook(lambda m, a, out: encoded.append((a[0], out.tokens)) if a else None))
         try:
             with torch.no_grad():
                 batch = live_batch(encoders, inputs, max_tokens)
         finally:
-            if hook is not None:
+            for hook in hooks:
                 hook.remove()
+        # the fast plot attributions start from this pass instead of running the encoder again
+        self.encoded = encoded[-1] if encoded and inputs.has_plot else None
         self.grid = grid[-1] if grid and inputs.has_poster else None
         self.batch = {k: v.detach() for k, v in batch.items()}
         with torch.no_grad():
@@ -76,7 +82,7 @@ class NeuralExplainer:
         opts = self.options
         if opts.text_method == "fast" and hasattr(self.text, "_features"):
             wa = TokenIntegratedGradients(self.head, self.text, self.batch, self.max_tokens).attribute(
-                self.inputs.plot, targets, n_steps=opts.ig_steps, tol=opts.ig_tolerance)
+                self.inputs.plot, targets, n_steps=opts.ig_steps, tol=opts.ig_tolerance, encoded=self.encoded)
         else:  # "deep", or an encoder whose pooling the fast method cannot reach (the record says so)
             forward = IdsToLogits(self.head, self.text, self.batch, self.max_tokens)
             wa = WordIntegratedGradients(forward, self.text).attribute(self.inputs.plot, targets,

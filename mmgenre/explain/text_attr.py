@@ -18,6 +18,8 @@ the delta (so completeness over the word scores stays honest).
 """
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +36,7 @@ from mmgenre.explain.gradcam import no_param_grads
 TOKEN_BUDGET = 4096  # distinct tokens per captum internal batch (~1 GB of activations for MiniLM)
 TEXT_METHODS = ("fast", "deep")  # fast: IG at the encoder output; deep: IG at the word embeddings
 MAX_FAST_STEPS = 256             # cap of the fast method's adaptive step count
+BASELINE_CACHE = 16              # pad-baseline encoder outputs kept per encoder (see baseline_tokens)
 
 
 @dataclass
@@ -145,6 +148,32 @@ def pad_baseline(text_encoder, input_ids: torch.Tensor, word_positions: Sequence
     return base
 
 
+_BASELINES: "weakref.WeakKeyDictionary[nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
+
+
+def baseline_tokens(enc, base_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The encoder's output tokens (1, T, D) on a pad baseline (``pad_baseline``), memoised.
+
+    A pad baseline is [CLS] pad ... pad [SEP]: it depends only on the plot's length, and long
+    plots are all cut at ``max_length``, so most movies share one. An encoder with trainable
+    weights (being fine-tuned) is never cached, since its outputs change.
+    """
+    if enc.training or any(p.requires_grad for p in enc.parameters()):
+        with torch.no_grad():
+            return enc(base_ids, mask).tokens
+    cache = _BASELINES.setdefault(enc, OrderedDict())
+    key = base_ids.cpu().numpy().tobytes() + mask.cpu().numpy().tobytes()
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    with torch.no_grad():
+        out = enc(base_ids, mask).tokens.detach()
+    cache[key] = out
+    while len(cache) > BASELINE_CACHE:
+        cache.popitem(last=False)
+    return out
+
+
 def _tokenized_words(enc, plot: str, n_steps: int):
     """The plot's ``input_ids`` / ``attention_mask`` (1, T), its words and their token positions."""
     if not plot:
@@ -249,15 +278,24 @@ class TokenIntegratedGradients:
         self.head, self.encoder, self.fixed, self.max_tokens = head, text_encoder, fixed, max_tokens
 
     def attribute(self, plot: str, targets: Sequence[int], *, n_steps: int = 16, tol: float = 0.01,
-                  max_steps: int = MAX_FAST_STEPS) -> WordAttribution:
+                  max_steps: int = MAX_FAST_STEPS, encoded: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> WordAttribution:
+        """``encoded``: (input_ids (1, T), output tokens (1, T, D)) of this plot from a pass the caller
+        already ran (the prediction's); used when its ids are this plot's, so the encoder does not
+        run on the plot again."""
         enc = self.encoder
         ids, mask, words, positions = _tokenized_words(enc, plot, n_steps)
         g = len(targets)
         if g == 0:
             return _no_targets(words, positions, ids, method="fast", n_steps=0)
-        with torch.no_grad():  # the encoder's two passes: the plot and its pad baseline, in one batch
-            out = enc(torch.cat([ids, pad_baseline(enc, ids, positions)]), mask.expand(2, -1)).tokens
-        x, base = out[:1].expand(g, -1, -1), out[1:].expand(g, -1, -1)
+        if encoded is not None and torch.equal(encoded[0].to(ids.device), ids) \
+                and encoded[1].shape[:2] == ids.shape:
+            plot_tokens = encoded[1].detach()
+        else:
+            with torch.no_grad():
+                plot_tokens = enc(ids, mask).tokens
+        base_tokens = baseline_tokens(enc, pad_baseline(enc, ids, positions), mask)
+        x, base = plot_tokens.expand(g, -1, -1), base_tokens.expand(g, -1, -1)
         forward = TokensToLogits(self.head, enc, self.fixed, mask, self.max_tokens)
         target = [int(t) for t in targets]
         ig = IntegratedGradients(forward)
