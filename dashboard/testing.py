@@ -23,3 +23,21 @@ def train_tiny_checkpoints(data: str | Path, out: str | Path, models=UI_MODELS) 
                         n_boot=20, progress=False))
     write_leaderboard(out)
     return out
+
+
+APP = Path(__file__).resolve().parent / "app.py"
+PAGE_TIMEOUT_S = 240  # first runs import torch and load encoders
+
+
+def run_page(page: str, monkeypatch, data: str | Path, checkpoints: str | Path, *, timeout: float = PAGE_TIMEOUT_S):
+    """A streamlit ``AppTest`` of the dashboard switched to ``app_pages/<page>.py``, with the data and
+    checkpoints folders set through the environment (``monkeypatch``: pytest's fixture)."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MMGENRE_DATA", str(data))
+    monkeypatch.setenv("MMGENRE_CHECKPOINTS", str(checkpoints))
+    monkeypatch.delenv("MMGENRE_LOCK_PATHS", raising=False)
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    at.run()
+    at.switch_page(f"app_pages/{page}.py").run()
+    return at

@@ -9,11 +9,9 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.core import PAGES as APP_PAGES
 from dashboard.loaders import md_escape
-from dashboard.testing import train_tiny_checkpoints
+from dashboard.testing import run_page, train_tiny_checkpoints
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = tuple(p.name for p in APP_PAGES)
-TIMEOUT = 240  # first runs import torch and load encoders
 
 
 @pytest.fixture(scope="session")
@@ -21,14 +19,6 @@ def ui_checkpoints(tiny_data, tmp_path_factory) -> Path:
     return train_tiny_checkpoints(tiny_data, tmp_path_factory.getbasetemp() / "ui_checkpoints")
 
 
-def run_page(page: str, monkeypatch, data: Path | str, checkpoints: Path) -> AppTest:
-    monkeypatch.setenv("MMGENRE_DATA", str(data))
-    monkeypatch.setenv("MMGENRE_CHECKPOINTS", str(checkpoints))
-    monkeypatch.delenv("MMGENRE_LOCK_PATHS", raising=False)
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page(f"app_pages/{page}.py").run()
-    return at
 
 
 def no_exception(at: AppTest) -> None:

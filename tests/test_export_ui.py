@@ -12,10 +12,9 @@ import plotly.graph_objects as go
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import testing
 from dashboard.testing import train_tiny_checkpoints
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-TIMEOUT = 240
 
 
 @pytest.fixture(scope="session")
@@ -25,12 +24,7 @@ def ui_checkpoints(tiny_data, tmp_path_factory) -> Path:
 
 
 def run_page(page: str, monkeypatch, data, checkpoints: Path) -> AppTest:
-    monkeypatch.setenv("MMGENRE_DATA", str(data))
-    monkeypatch.setenv("MMGENRE_CHECKPOINTS", str(checkpoints))
-    monkeypatch.delenv("MMGENRE_LOCK_PATHS", raising=False)
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page(f"app_pages/{page}.py").run()
+    at = testing.run_page(page, monkeypatch, data, checkpoints)
     assert not at.exception, [e.value for e in at.exception]
     return at
 

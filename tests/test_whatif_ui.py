@@ -13,10 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.gradio_app import TOP_GENRE, build_demo
 from dashboard.gradio_whatif import whatif
-from dashboard.testing import train_tiny_checkpoints
+from dashboard.testing import run_page, train_tiny_checkpoints
 from mmgenre.data import MMIMDb
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 HOSTILE = "<script>alert(1)</script>"
 
 
@@ -36,12 +35,7 @@ def _ok(at: AppTest) -> None:
 
 
 def test_movie_page_what_if_and_compare(monkeypatch, tiny_data, ui_checkpoints, movie):
-    monkeypatch.setenv("MMGENRE_DATA", str(tiny_data))
-    monkeypatch.setenv("MMGENRE_CHECKPOINTS", str(ui_checkpoints))
-    monkeypatch.delenv("MMGENRE_LOCK_PATHS", raising=False)
-    at = AppTest.from_file(APP, default_timeout=240)
-    at.run()
-    at.switch_page("app_pages/movie.py").run()
+    at = run_page("movie", monkeypatch, tiny_data, ui_checkpoints)
     at.selectbox(key="movie_id").select(movie.imdb_id).run()
     at.selectbox(key="explain_model").select("gmu").run()
     _ok(at)
