@@ -17,7 +17,7 @@ from dashboard.gradio_app import (MAX_PLOT_INPUT, TOP_GENRE, PosterInput, _error
                                   explain_budget, poster_name)
 from mmgenre.budget import Deadline
 from mmgenre.errors import EncoderUnavailableError, InputError
-from mmgenre.explain.whatif import Edit, plot_words, what_if
+from mmgenre.explain.whatif import FILLS, Edit, plot_words, what_if
 from mmgenre.explain.whatif_text import parse_positions, parse_replacements
 from mmgenre.genres import GENRES
 from mmgenre.poster import load_poster
@@ -33,7 +33,7 @@ load_predictor = core.predictor
 
 def whatif(poster, plot: str | None, model: str | None, genre: str | None, grid_side: int | None,
            cells: str | None, delete: str | None, replace: str | None, drop: str | None,
-           checkpoints: Path, *, budget: float | None = None) -> tuple:
+           checkpoints: Path, *, budget: float | None = None, fill: str | None = "grey") -> tuple:
     """Gradio handler: (probabilities figure, edited poster with its Grad-CAM or None, numbered grid
     of the poster or None, edited plot HTML, notes HTML)."""
     deadline = Deadline(explain_budget() if budget is None else budget)
@@ -48,7 +48,8 @@ def whatif(poster, plot: str | None, model: str | None, genre: str | None, grid_
         image = None if poster is None else load_poster(poster, name=poster_name(poster))
         edit = Edit(grid=(side, side), grey_cells=tuple(parse_positions(cells)),
                     delete_words=tuple(parse_positions(delete, words=plot_words(plot))),
-                    replace_words=parse_replacements(replace), drop=None if drop in (None, "nothing") else drop)
+                    replace_words=parse_replacements(replace), drop=None if drop in (None, "nothing") else drop,
+                    fill=fill or "grey")
         result = what_if(p, image, plot, edit, explain=False)
         target = genre if genre and genre != TOP_GENRE else (
             result.original["predicted"] or list(result.original["probabilities"]))[0]
@@ -85,8 +86,8 @@ def build_tab(checkpoints: Path, models: list[str], concurrency: int) -> None:
     """The tab's components and event, inside the caller's ``gr.Tab``."""
     gr.Markdown("Edit a movie and see every genre's probability move. Grid cells are numbered row by "
                 "row from the top-left, 0 first (the numbered grid appears after a run); words by their "
-                "position in the plot, 0 first, or by the word itself. Greyed cells get the fill of the "
-                "Grad-CAM deletion test.")
+                "position in the plot, 0 first, or by the word itself. Greyed cells get a flat grey, or "
+                "a blurred copy of the poster (what the Grad-CAM deletion test does).")
     with gr.Row():
         with gr.Column(scale=1):
             poster = PosterInput(type="filepath", image_mode=None, label="Poster", sources=["upload"], height=300)
@@ -96,6 +97,7 @@ def build_tab(checkpoints: Path, models: list[str], concurrency: int) -> None:
             with gr.Row():
                 side = gr.Dropdown(GRID_SIDES, value=4, label="Grid (cells per side)")
                 cells = gr.Textbox(label="Grey out cells", placeholder="0, 5, 9-11", max_length=500)
+                fill = gr.Radio(list(FILLS), value="grey", label="Fill of greyed cells")
             delete = gr.Textbox(label="Delete words", placeholder="0, 3-5, detective", max_length=2000)
             replace = gr.Textbox(label="Replace words", placeholder="3=happy; 10=a sad day", max_length=2000)
             drop = gr.Radio(DROP_CHOICES, value="nothing", label="Drop")
@@ -109,7 +111,8 @@ def build_tab(checkpoints: Path, models: list[str], concurrency: int) -> None:
             notes = gr.HTML(label="Notes")
 
     def handler(*args):
-        return whatif(*args, checkpoints)
+        *fields, fill_choice = args
+        return whatif(*fields, checkpoints, fill=fill_choice)
 
-    button.click(handler, inputs=[poster, plot, model, genre, side, cells, delete, replace, drop],
+    button.click(handler, inputs=[poster, plot, model, genre, side, cells, delete, replace, drop, fill],
                  outputs=[chart, edited, grid, words, notes], api_name="whatif", concurrency_limit=concurrency)

@@ -37,7 +37,7 @@ def deletion_text(expl, genre: str) -> str | None:
     if not d:
         return None
     verdict = "more than" if d.get("beats_random") else "not more than"
-    return (f"Faithfulness: greying the 20% of the poster the map ranks highest lowers the "
+    return (f"Faithfulness: blurring the 20% of the poster the map ranks highest lowers the "
             f"{genre} logit by {d['top_drop']:+.3f}, {verdict} random regions of the same size "
             f"({d['random_drop']:+.3f}).")
 

@@ -16,7 +16,7 @@ import streamlit as st
 from dashboard import core, downloads, loaders, views
 from mmgenre import analysis as A
 from mmgenre.explain.agreement import agreement
-from mmgenre.explain.whatif import Edit, what_if
+from mmgenre.explain.whatif import FILLS, Edit, what_if
 from mmgenre.explain.whatif_text import parse_replacements
 from mmgenre.genres import GENRES
 from mmgenre.errors import InputError
@@ -76,7 +76,7 @@ def _what_if(s, ds, movie, model: str, genre: str, expl) -> None:
         grid = (n, n)
     with st.form(f"whatif_{key}"):
         left, right = st.columns(2)
-        cells, share, swap = [], 0.0, KEEP_POSTER
+        cells, share, swap, fill = [], 0.0, KEEP_POSTER, "grey"
         with left:
             if grid is not None:
                 st.image(grid_image(expl.poster, grid), caption="grid cells, numbered row by row", width=260)
@@ -84,7 +84,9 @@ def _what_if(s, ds, movie, model: str, genre: str, expl) -> None:
                 if has_cam:
                     share = st.slider(f"... or grey out the top share of the {genre} Grad-CAM", 0.0, 1.0, 0.0,
                                       0.05, key=f"wi_share_{key}",
-                                      help="0.2 greys the same pixels as the deletion test above")
+                                      help="0.2 with the blur fill makes the deletion test's image above")
+                fill = st.radio("Fill", list(FILLS), horizontal=True, key=f"wi_fill_{key}",
+                                format_func={"grey": "flat grey", "blur": "blurred copy (as the deletion test)"}.get)
             else:
                 st.caption("This movie has no poster to grey out.")
             swap = _swap_picker(ds, movie, key)
@@ -106,7 +108,7 @@ def _what_if(s, ds, movie, model: str, genre: str, expl) -> None:
         edit = Edit(grid=grid or (4, 4), grey_cells=tuple(cells), cam_share=float(share), cam_genre=genre,
                     delete_words=tuple(delete), replace_words=parse_replacements(replace),
                     drop=None if drop == "none" else drop,
-                    poster=None if swap == KEEP_POSTER else ds[swap].poster_path)
+                    poster=None if swap == KEEP_POSTER else ds[swap].poster_path, fill=fill)
         with st.spinner("Predicting and explaining the edited movie ..."):
             st.session_state[state] = what_if(loaders.predictor(s.checkpoints, model), movie.poster_path,
                                               movie.plot, edit, genres=[genre], original=expl)

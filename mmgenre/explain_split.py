@@ -27,11 +27,12 @@ from mmgenre.data import MMIMDb, resolve_data_dir
 from mmgenre.errors import InputError
 from mmgenre.explain_store import (FORMAT, VERSION, ShardError, checkpoint_fingerprint, read_manifest, read_shard,
                                    shard_expectation, shard_path, store_dir, write_manifest, write_shard)
+from mmgenre.explain.faithfulness import DELETION_FILL
 from mmgenre.explain.text_attr import TEXT_METHODS
 from mmgenre.genres import GENRES
 
 GENRE_MODES = ("top", "predicted")
-_SETTINGS = ("split", "text_method", "genres", "top", "ig_steps", "shard_size", "cam_side")
+_SETTINGS = ("split", "text_method", "genres", "top", "ig_steps", "shard_size", "cam_side", "deletion_fill")
 _worker: dict = {}  # the predictor of this process (set by _init)
 
 
@@ -135,7 +136,7 @@ def explain_split(checkpoint: str | Path, data: str | Path | None, split: str = 
     ds = MMIMDb.load(resolve_data_dir(data), skip_bad=True)
     ds.split(split)  # InputError naming the splits there are
     settings = {"split": split, "text_method": text_method, "genres": genres, "top": top, "ig_steps": ig_steps,
-                "shard_size": shard_size, "cam_side": cam_side}
+                "shard_size": shard_size, "cam_side": cam_side, "deletion_fill": DELETION_FILL}
     t0 = time.perf_counter()
     folder, manifest, todo = _plan(ckpt_dir, ds, settings, log)
     ids = manifest["ids"]

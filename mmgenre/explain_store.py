@@ -26,6 +26,7 @@ from mmgenre import atomic
 from mmgenre.checkpoint import CONFIG_FILE, ENCODERS_FILE, WEIGHTS_FILE
 from mmgenre.errors import InputError
 from mmgenre.explain.explanation import Explanation
+from mmgenre.explain.faithfulness import DELETION_FILL
 from mmgenre.explain_store_format import (ShardError, attach_poster, decode, read_shard,  # noqa: F401
                                           write_shard)
 from mmgenre.poster import load_poster
@@ -120,6 +121,10 @@ def stale_reason(manifest: dict, checkpoint_dir: Path, data_fingerprint: str | N
     if manifest["checkpoint"].get("fingerprint") != have:
         return (f"it was written by another checkpoint, or an earlier version of this one (fingerprint "
                 f"{str(manifest['checkpoint'].get('fingerprint'))[:16]}; this checkpoint is {have})")
+    fill = manifest.get("deletion_fill", "grey")  # stores before the blur deletion test had no such field
+    if fill != DELETION_FILL:
+        return (f"its deletion test filled the poster with {str(fill)[:20]!r}, this version uses "
+                f"{DELETION_FILL!r} (run explain-split again)")
     if data_fingerprint is not None and manifest["data"].get("fingerprint") != data_fingerprint:
         return (f"it was written for other data (fingerprint {str(manifest['data'].get('fingerprint'))[:16]}, "
                 f"this data is {data_fingerprint})")

@@ -120,8 +120,8 @@ def report_html(exp, movie=None, thresholds: Thresholds = None) -> str:
         parts += [f'<figure><img class="poster" alt="{esc(c)}" src="{png_data_uri(img)}">'
                   f"<figcaption>{esc(c)}</figcaption></figure>" for c, img in shots]
     parts += ["<h2>Faithfulness</h2>",
-              "<p>Deletion: greying out the 20% of the poster the Grad-CAM ranks highest should lower the "
-              "genre's logit more than greying out random regions of the same size. Completeness: the word "
+              "<p>Deletion: blurring the 20% of the poster the Grad-CAM ranks highest should lower the "
+              "genre's logit more than blurring random regions of the same size. Completeness: the word "
               "scores should add up to the change of the logit from the empty plot to this plot.</p>",
               _table_html(FAITHFULNESS_HEADER, faithfulness_rows(exp))]
     if exp.words:

@@ -31,15 +31,39 @@ def test_deletion_cam_on_the_patch_beats_random():
     right[PATCH] = 1.0
     wrong = np.zeros((H, W), dtype=np.float32)
     wrong[30:, 30:] = 1.0  # the opposite corner (also 20%): the model never looks there
-    res = gradcam_deletion(_patch_model, image, {0: right}, n_random=4, seed=0)[0]
+    res = gradcam_deletion(_patch_model, image, {0: right}, n_random=4, seed=0, fill=128)[0]
     assert res["beats_random"] and res["top_drop"] > res["random_drop"] > 0
     assert res["top_drop"] == pytest.approx((250 - 128) / 255)  # the whole patch greyed
-    bad = gradcam_deletion(_patch_model, image, {0: wrong}, n_random=4, seed=0)[0]
+    bad = gradcam_deletion(_patch_model, image, {0: wrong}, n_random=4, seed=0, fill=128)[0]
     assert not bad["beats_random"] and bad["top_drop"] == pytest.approx(0.0)
     # the same seed gives the same random masks; base_logits skips the original's forward pass
-    again = gradcam_deletion(_patch_model, image, {0: right}, n_random=4, seed=0,
+    again = gradcam_deletion(_patch_model, image, {0: right}, n_random=4, seed=0, fill=128,
                              base_logits=_patch_model([image])[0])[0]
     assert again == res
+
+
+def _texture_model(images: list[np.ndarray]) -> np.ndarray:
+    """Logit 0 = contrast (std) inside the fixed patch: what a blur removes, whatever the colour."""
+    return np.array([[im[PATCH].astype(float).std() / 255.0] for im in images])
+
+
+def test_blur_deletion_removes_detail_not_colour():
+    """The default deletion replaces pixels by a blurred copy: on a flat image nothing changes,
+    on a checkerboard the patch's contrast goes, so the CAM on the patch beats random blobs."""
+    flat = np.full((H, W, 3), 250, dtype=np.uint8)
+    right = np.zeros((H, W), dtype=np.float32)
+    right[PATCH] = 1.0
+    assert gradcam_deletion(_patch_model, flat, {0: right}, seed=0)[0]["top_drop"] == pytest.approx(0.0)
+    board = np.kron((np.indices((H // 2, W // 2)).sum(0) % 2) * 200 + 25, np.ones((2, 2)))
+    board = np.repeat(board[..., None], 3, axis=2).astype(np.uint8)
+    res = gradcam_deletion(_texture_model, board, {0: right}, n_random=4, seed=0)[0]
+    base = _texture_model([board])[0, 0]
+    assert res["top_drop"] > 0.9 * base  # the patch's checkerboard is blurred to near-uniform grey
+    assert res["beats_random"] and res["top_drop"] > res["random_drop"]
+    with pytest.raises(InputError, match="fill"):
+        gradcam_deletion(_patch_model, flat, {0: right}, fill="smear")
+    with pytest.raises(InputError, match="fill"):
+        gradcam_deletion(_patch_model, flat, {0: right}, fill=300)
 
 
 def test_masks_cover_the_fraction():

@@ -224,3 +224,21 @@ def test_cli_explain_split(ui_checkpoints, tiny_data, tmp_path, capsys):
     assert "unknown split 'holdout'" in err and "test" in err
     assert main(["explain-split", "--checkpoint", str(ckpt), "--data", str(tmp_path / "no_data")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_store_from_the_grey_deletion_test_is_ignored_and_replaced(gmu_store, ds, tiny_data, tmp_path):
+    """Stores written before the deletion test blurred (no ``deletion_fill`` in the manifest) hold
+    other faithfulness numbers: ignored with a note naming why, and explain-split replaces them."""
+    old = tmp_path / "gmu"
+    shutil.copytree(gmu_store, old)
+    manifest_file = store_dir(old, "test") / MANIFEST
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest.pop("deletion_fill") == "blur"
+    manifest_file.write_text(json.dumps(manifest))
+    movie = ds.splits["test"][0]
+    found = load_explanation(old, ds.fingerprint(), movie, split="test")
+    assert found.explanation is None and found.problem and "'grey'" in found.note and "explain-split" in found.note
+    notes = []
+    explain_split(old, tiny_data, "test", shard_size=SHARD, limit=1, progress=False, log=notes.append)
+    assert any("replacing it" in n for n in notes)
+    assert load_explanation(old, ds.fingerprint(), movie, split="test").explanation is not None

@@ -17,7 +17,7 @@ from mmgenre.data import MMIMDb
 from mmgenre.errors import InputError
 from mmgenre.explain import Explanation
 from mmgenre.explain.agreement import agreement, aligned_words, common_grid
-from mmgenre.explain.faithfulness import gradcam_deletion, grey_out
+from mmgenre.explain.faithfulness import blurred, grey_out
 from mmgenre.explain.whatif import Edit, cam_mask, cell_boxes, edit_plot, what_if, word_spans
 from mmgenre.explain.whatif_text import parse_positions, parse_replacements
 from mmgenre.genres import GENRES
@@ -56,10 +56,6 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
-def test_the_deletion_test_and_the_what_if_grey_alike():
-    assert inspect.signature(gradcam_deletion).parameters["fill"].default == FILL
-
-
 def test_grey_cells_fill_only_the_chosen_cells(models, movies):
     m = movies[0]
     w = what_if(models["gmu"], m.poster_path, m.plot, Edit(grid=(3, 4), grey_cells=(0, 5)), explain=False)
@@ -80,16 +76,26 @@ def test_grey_cells_fill_only_the_chosen_cells(models, movies):
 
 
 def test_cam_top_share_reproduces_the_deletion_test(models, movies, gmu_exp):
+    """With fill="blur" a CAM share of 0.2 makes the deletion test's image: the edited Drama logit
+    falls by exactly the test's top_drop. The default fill greys the same pixels flat."""
     m = movies[0]
-    w = what_if(models["gmu"], m.poster_path, m.plot, Edit(cam_share=0.2), original=gmu_exp, explain=False)
+    w = what_if(models["gmu"], m.poster_path, m.plot, Edit(cam_share=0.2, fill="blur"), original=gmu_exp,
+                explain=False)
     mask = cam_mask(gmu_exp.poster_cam["Drama"], 0.2)
-    assert mask.mean() == pytest.approx(0.2, abs=1e-3) and (w.poster[mask] == FILL).all()
+    assert mask.mean() == pytest.approx(0.2, abs=1e-3)
+    assert np.array_equal(w.poster[mask], blurred(gmu_exp.poster)[mask])
     assert np.array_equal(w.poster[~mask], gmu_exp.poster[~mask])
+    assert w.applied[-1].endswith("(with a blurred copy)")
     drop = _logit(w.original["probabilities"]["Drama"]) - _logit(w.edited["probabilities"]["Drama"])
     assert drop == pytest.approx(gmu_exp.faithfulness["deletion"]["Drama"]["top_drop"], abs=1e-4)
     # without the original explanation, the CAM is computed on the spot: the same pixels
-    again = what_if(models["gmu"], m.poster_path, m.plot, Edit(cam_share=0.2, cam_genre="drama"), explain=False)
+    again = what_if(models["gmu"], m.poster_path, m.plot, Edit(cam_share=0.2, cam_genre="drama", fill="blur"),
+                    explain=False)
     assert np.array_equal(again.poster, w.poster)
+    grey = what_if(models["gmu"], m.poster_path, m.plot, Edit(cam_share=0.2), original=gmu_exp, explain=False)
+    assert (grey.poster[mask] == FILL).all() and np.array_equal(grey.poster[~mask], w.poster[~mask])
+    with pytest.raises(InputError, match="fill"):
+        what_if(models["gmu"], m.poster_path, m.plot, Edit(fill="smear"), explain=False)
 
 
 def test_word_edits_change_the_plot_and_the_change_is_a_fresh_prediction(models, movies, gmu_exp):

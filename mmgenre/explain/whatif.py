@@ -6,9 +6,10 @@
 Edits, in any combination: grey cells of an R x C grid over the poster, or the pixels that hold
 the top share of a genre's Grad-CAM; delete or replace words (positions in ``Explanation.words``,
 else in the plot's whitespace words); drop the poster or the plot; swap in another poster.
-Greyed pixels get ``grey_out``'s fill and the CAM's top share is chosen by ``top_mask`` with the
-same seed as the Grad-CAM deletion test (``mmgenre.explain.faithfulness``), so greying a CAM's top
-20% here is exactly that test's top-20% image and the numbers are comparable.
+Greyed pixels get a flat grey (``Edit.fill="grey"``, the default) or a blurred copy of the poster
+(``fill="blur"``, what the Grad-CAM deletion test does), and the CAM's top share is chosen by
+``top_mask`` with the same seed as that test (``mmgenre.explain.faithfulness``), so blurring a
+CAM's top 20% here is exactly that test's top-20% image and the numbers are comparable.
 
 An edit may leave the model without an input it needs (the whole plot of a text-only model
 deleted, the poster of an image-only model dropped): the result then has the original prediction,
@@ -25,7 +26,7 @@ import numpy as np
 from mmgenre.data import clean_plot
 from mmgenre.errors import InputError
 from mmgenre.explain.explanation import Explanation
-from mmgenre.explain.faithfulness import grey_out, top_mask
+from mmgenre.explain.faithfulness import delete_region, deletion_fill, top_mask
 from mmgenre.explain.run import explain_prediction
 from mmgenre.genres import GENRE_INDEX, GENRES, normalize_genre
 from mmgenre.inputs import Inputs, prepare_inputs
@@ -35,6 +36,9 @@ MAX_GRID = 32              # cells per side
 MAX_REPLACEMENT_CHARS = 200
 DROPPABLE = ("poster", "plot")
 _WORD = re.compile(r"\S+")  # the encoders' words (mmgenre.encoders.text.words): whitespace-separated
+
+
+FILLS = ("grey", "blur")  # what greyed pixels become: a flat grey, or a blurred copy of the poster
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Edit:
     replace_words: Mapping[int, str] = field(default_factory=dict)  # word position -> new text
     drop: str | None = None                        # "poster" or "plot"
     poster: object = None                          # another poster (path, PIL image, array) to use instead
+    fill: str = "grey"                             # greyed pixels: "grey" (flat) or "blur" (the deletion test's)
 
 
 @dataclass
@@ -203,6 +208,8 @@ def what_if(predictor, poster, plot, edit: Edit, *, genres=None, original: Expla
         raise InputError(f"edit must be a mmgenre.explain.whatif.Edit, got {type(edit).__name__}")
     if edit.drop not in (None, *DROPPABLE):
         raise InputError(f"drop must be 'poster', 'plot' or None, got {str(edit.drop)[:40]!r}")
+    if edit.fill not in FILLS:
+        raise InputError(f"fill must be 'grey' or 'blur', got {str(edit.fill)[:40]!r}")
     if isinstance(edit.cam_share, bool) or not isinstance(edit.cam_share, (int, float)) \
             or not 0.0 <= edit.cam_share <= 1.0:
         raise InputError(f"cam_share must be a number in [0, 1], got {edit.cam_share!r}")
@@ -284,8 +291,11 @@ def _edited_poster(predictor, inputs: Inputs, edit: Edit, original, seed: int, r
         mask |= cam_mask(cam, float(edit.cam_share), seed)
         result.applied.append(f"greyed the top {100 * edit.cam_share:.0f}% of the Grad-CAM")
     if mask.any():
-        result.applied.append(f"{100 * mask.mean():.1f}% of the poster greyed")
-    return grey_out(arr, mask) if mask.any() else arr
+        result.applied.append(f"{100 * mask.mean():.1f}% of the poster greyed"
+                              + (" (with a blurred copy)" if edit.fill == "blur" else ""))
+    if not mask.any():
+        return arr
+    return delete_region(arr, mask, deletion_fill(arr, 128 if edit.fill == "grey" else edit.fill))
 
 
 def _cam(predictor, inputs: Inputs, genre: str | None, original, explain_kwargs: dict) -> np.ndarray:
