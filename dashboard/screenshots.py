@@ -43,6 +43,9 @@ EXTRA_SHOTS: dict[str, str] = {
     "movie_errors": "/movie?browse_mode=Errors+of+one+model&err_model=gmu&err_genre=Comedy"
                     "&err_kind=false+positives&explain_model=gmu",
     "gradio_empty": "/gradio/",
+    # the What-if section after dropping the poster, and two models side by side (cmp_model is bound)
+    "whatif": "/movie?explain_model=cross_attention",
+    "side_by_side": "/movie?explain_model=cross_attention&cmp_model=gmu",
 }
 # Where a shot starts (JS giving a y in page pixels) when the top of the page is not the point:
 # the Movie page's explanation (Grad-CAM, word scores) rather than its movie picker.
@@ -50,6 +53,10 @@ CROP_TOP: dict[str, str] = {
     "movie": "(() => { const h = Array.from(document.querySelectorAll('h2, h3'))"
              ".find(e => e.textContent.trim() === 'Explanation');"
              " return h ? Math.max(0, h.getBoundingClientRect().top - 24) : 0; })()",
+    **{name: "(() => { const h = Array.from(document.querySelectorAll('h2, h3'))"
+             f".find(e => e.textContent.trim() === '{heading}');"
+             " return h ? Math.max(0, h.getBoundingClientRect().top + window.scrollY - 24) : 0; })()"
+       for name, heading in (("whatif", "What-if"), ("side_by_side", "Compare two models"))},
 }
 # Clicks made after a page is ready, and what must be true before the shot is taken.
 ACTIONS: dict[str, tuple[str, str]] = {
@@ -59,6 +66,14 @@ ACTIONS: dict[str, tuple[str, str]] = {
         ".find(b => b.textContent.trim() === 'Predict').click(), 1500); true",
         "!document.querySelector('.pending') && !!document.querySelector('.w')"
         " && !!document.querySelector('[data-testid=\"label-output-value\"]')"),
+    # What-if: drop the poster, blur-fill, press the form's button; ready when the edit is reported.
+    "whatif": (
+        "(() => { const pick = t => Array.from(document.querySelectorAll('label'))"
+        ".find(l => l.textContent.trim() === t); pick('the poster').click();"
+        " setTimeout(() => Array.from(document.querySelectorAll('button'))"
+        ".find(b => b.textContent.trim() === 'Re-predict and explain').click(), 1500); return true; })()",
+        "Array.from(document.querySelectorAll('p')).some(p => p.textContent.startsWith('Edited movie'))"
+        " && !document.querySelector('[data-testid=\"stSpinner\"]')"),
 }
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",

@@ -61,7 +61,7 @@ def modality_text(expl) -> str | None:
     return None
 
 
-METHOD_LABELS = {"fast": "fast (IG at the encoder output)", "deep": "exact (deep IG at the word embeddings)"}  # selectors
+METHOD_LABELS = {"fast": "fast (encoder-output IG)", "deep": "exact (full-depth IG)"}  # selectors: short, they sit in narrow columns
 METHOD_NAMES = {"fast": "fast: Integrated Gradients at the text encoder's output",
                 "deep": "exact: Integrated Gradients at the word embeddings, through the whole encoder"}
 

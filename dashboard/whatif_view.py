@@ -160,7 +160,7 @@ def _compare(s, root, movie, usable: list[str], model: str, genre: str, expl) ->
     if not others:
         st.info("Only one trained checkpoint: train a second model to compare.")
         return
-    second = st.selectbox(f"Compare {model} with", [NO_MODEL, *others], key="cmp_model")
+    second = st.selectbox(f"Compare {model} with", [NO_MODEL, *others], key="cmp_model", bind="query-params")
     if second == NO_MODEL:
         return
     other = loaders.explanation(s.checkpoints, second, root, movie.imdb_id, [genre])
