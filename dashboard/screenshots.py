@@ -36,6 +36,9 @@ from dashboard.serve import Server, answers, free_port
 PAGE_QUERY = {"movie": "?explain_model=gmu"}
 # name -> URL path: one shot per page, then the Gradio app; the first page is served at "/".
 SHOTS: dict[str, str] = {p.name: page_url(p) + PAGE_QUERY.get(p.name, "") for p in PAGES}
+# the Movie page's What-if section after dropping the poster, and two models side by side
+SHOTS["whatif"] = "/movie?explain_model=cross_attention"
+SHOTS["side_by_side"] = "/movie?explain_model=cross_attention&cmp_model=gmu"
 SHOTS["gradio"] = "/gradio/"
 # Taken only when named with --only.
 EXTRA_SHOTS: dict[str, str] = {
@@ -43,9 +46,6 @@ EXTRA_SHOTS: dict[str, str] = {
     "movie_errors": "/movie?browse_mode=Errors+of+one+model&err_model=gmu&err_genre=Comedy"
                     "&err_kind=false+positives&explain_model=gmu",
     "gradio_empty": "/gradio/",
-    # the What-if section after dropping the poster, and two models side by side (cmp_model is bound)
-    "whatif": "/movie?explain_model=cross_attention",
-    "side_by_side": "/movie?explain_model=cross_attention&cmp_model=gmu",
 }
 # Where a shot starts (JS giving a y in page pixels) when the top of the page is not the point:
 # the Movie page's explanation (Grad-CAM, word scores) rather than its movie picker.
@@ -58,12 +58,14 @@ CROP_TOP: dict[str, str] = {
              " return h ? Math.max(0, h.getBoundingClientRect().top + window.scrollY - 24) : 0; })()"
        for name, heading in (("whatif", "What-if"), ("side_by_side", "Compare two models"))},
 }
+# Shots whose point lies further down than --max-height (the what-if chart under its form).
+TALL: dict[str, int] = {"whatif": 2300}
 # Clicks made after a page is ready, and what must be true before the shot is taken.
 ACTIONS: dict[str, tuple[str, str]] = {
     "gradio": (
         "document.querySelector('tr.tr-body').click();"
-        "setTimeout(() => Array.from(document.querySelectorAll('button'))"
-        ".find(b => b.textContent.trim() === 'Predict').click(), 1500); true",
+        "setTimeout(() => Array.from(document.querySelectorAll('button.primary, button.lg'))"
+        ".find(b => b.textContent.trim() === 'Predict').click(), 1500); true",  # not the tab named Predict
         "!document.querySelector('.pending') && !!document.querySelector('.w')"
         " && !!document.querySelector('[data-testid=\"label-output-value\"]')"),
     # What-if: drop the poster, blur-fill, press the form's button; ready when the edit is reported.
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             ready = browser.shoot(base + urls[name], target, args.timeout, ACTIONS.get(name))
             top = browser.evaluate(CROP_TOP[name]) if name in CROP_TOP else 0
-            w, h = shrink(target, args.width, args.max_height or MAX_HEIGHT, top or 0)
+            w, h = shrink(target, args.width, max(args.max_height or MAX_HEIGHT, TALL.get(name, 0)), top or 0)
             note = "" if ready else "  (still drawing at the timeout)"
             print(f"{target}  {w}x{h}, {target.stat().st_size / 1024:.0f} KB  "
                   f"({time.perf_counter() - t0:.0f} s){note}", flush=True)
