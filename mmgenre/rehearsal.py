@@ -201,3 +201,65 @@ def make_rehearsal(source_dir: str | Path, out_dir: str | Path, *, n_movies: int
         _write_text(target, json.dumps(record, ensure_ascii=False, indent=1))
     _write_text(out / "split.json", json.dumps(new_splits, indent=1))  # last: marks the folder complete
     return {**meta, "posters": counts}
+
+
+def rehearsal_checkpoints(rehearsal_dir: str | Path, checkpoints: str | Path, out_dir: str | Path) -> dict:
+    """A checkpoints folder for the dashboard at rehearsal size: every checkpoint of ``checkpoints``
+    (weights and config hard-linked, explanation stores left out) with a ``predictions.csv`` that
+    holds a row for EVERY test movie of the rehearsal (and for each dev movie whose source has a dev
+    row): the row of the source movie it copies (``sources.rehearsal_of``), under the new id.
+
+    The probabilities are therefore the model's on the source movie's (shorter) plot, not on the
+    lengthened one: right for timing pages and memory, where only the number of rows counts, and
+    not a measurement of anything else. Returns ``{"models": [...], "test_rows": n, "dev_rows": n}``
+    (rows per checkpoint).
+    """
+    import csv
+
+    from mmgenre.checkpoint import CONFIG_FILE, PREDICTIONS_FILE
+
+    rehearsal_dir, src_root, out = (Path(p).expanduser().resolve() for p in (rehearsal_dir, checkpoints, out_dir))
+    if not (rehearsal_dir / META_FILE).is_file() or not (rehearsal_dir / "split.json").is_file():
+        raise InputError(f"{rehearsal_dir}: not a complete rehearsal folder (no {META_FILE} / split.json)")
+    splits = json.loads((rehearsal_dir / "split.json").read_text(encoding="utf-8"))
+    wanted = [i for name in ("dev", "test") for i in splits.get(name, [])]
+    source_of = {}
+    for i in wanted:
+        rec = json.loads((rehearsal_dir / "dataset" / f"{i}.json").read_text(encoding="utf-8"))
+        source_of[i] = rec["sources"]["rehearsal_of"]
+    models = sorted(p.name for p in src_root.iterdir() if (p / CONFIG_FILE).is_file() and (p / PREDICTIONS_FILE).is_file())
+    if not models:
+        raise InputError(f"{src_root}: no checkpoint with {CONFIG_FILE} and {PREDICTIONS_FILE}")
+    kept = 0
+    for name in models:
+        src, dst = src_root / name, out / name
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in src.iterdir():
+            if f.is_file() and f.name != PREDICTIONS_FILE and not (dst / f.name).exists():
+                _place_poster(f, dst / f.name)  # any file: hard link, else copy
+        with open(src / PREDICTIONS_FILE, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader)
+            by_id = {r[0]: r for r in reader}
+        test = set(splits.get("test", []))
+        missing = sorted({source_of[i] for i in test if source_of[i] not in by_id})
+        if missing:
+            raise InputError(f"{src / PREDICTIONS_FILE}: no prediction for source movie(s) {missing[:5]} "
+                             f"({len(missing)} in all): the checkpoints were not trained on {rehearsal_dir}'s source")
+        tmp = dst / f".{PREDICTIONS_FILE}.{os.getpid()}.tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            kept = 0
+            for i in wanted:
+                if source_of[i] in by_id:
+                    row = list(by_id[source_of[i]])
+                    row[0] = i
+                    writer.writerow(row)
+                    kept += 1
+        os.replace(tmp, dst / PREDICTIONS_FILE)
+    for extra in ("leaderboard.csv",):
+        if (src_root / extra).is_file() and not (out / extra).exists():
+            _place_poster(src_root / extra, out / extra)
+    n_test = len(splits.get("test", []))
+    return {"models": models, "test_rows": n_test, "dev_rows": kept - n_test}

@@ -9,7 +9,7 @@ import pytest
 
 from mmgenre.data import MMIMDb
 from mmgenre.errors import InputError
-from mmgenre.rehearsal import META_FILE, _scaled_splits, make_rehearsal
+from mmgenre.rehearsal import META_FILE, _scaled_splits, make_rehearsal, rehearsal_checkpoints
 
 N = 120
 
@@ -88,3 +88,46 @@ def test_bad_parameters_and_folders_are_refused(rehearsal, tiny_data, tmp_path):
 
 def test_full_size_defaults_are_the_official_splits():
     assert _scaled_splits(25959) == (15552, 2608, 7799)
+
+
+def _fake_checkpoint(root: Path, name: str, source: MMIMDb, splits=("dev", "test")) -> Path:
+    """A checkpoint folder as the dashboard reads it: config, weights, one prediction row per movie."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"model": name}))
+    (d / "model.safetensors").write_bytes(b"weights")
+    rows = ["imdb_id,split,true_genres,p_Drama"]
+    for k, s in enumerate(splits):
+        rows += [f"{i},{s},{'|'.join(source[i].genres)},0.{k}{j % 10}" for j, i in enumerate(source.splits[s])]
+    (d / "predictions.csv").write_text("\n".join(rows) + "\n")
+    return d
+
+
+def test_rehearsal_checkpoints_give_every_test_movie_its_source_prediction(rehearsal, tiny_data, tmp_path):
+    import pandas as pd
+
+    source = MMIMDb.load(tiny_data)
+    shipped = tmp_path / "shipped"
+    for name in ("gmu", "text_only"):
+        _fake_checkpoint(shipped, name, source)
+    (shipped / "leaderboard.csv").write_text("model\ngmu\n")
+    out = tmp_path / "ckpt"
+    built = rehearsal_checkpoints(rehearsal, shipped, out)
+    splits = json.loads((rehearsal / "split.json").read_text())
+    assert built == {"models": ["gmu", "text_only"], "test_rows": len(splits["test"]), "dev_rows": len(splits["dev"])}
+    assert (out / "leaderboard.csv").is_file() and os.path.samefile(out / "gmu" / "model.safetensors",
+                                                                    shipped / "gmu" / "model.safetensors")
+    src = pd.read_csv(shipped / "gmu" / "predictions.csv", dtype={"imdb_id": str}).set_index("imdb_id")
+    got = pd.read_csv(out / "gmu" / "predictions.csv", dtype={"imdb_id": str}).set_index("imdb_id")
+    assert sorted(got.index) == sorted(splits["dev"] + splits["test"])
+    for i, row in got.iterrows():
+        of = json.loads((rehearsal / "dataset" / f"{i}.json").read_text())["sources"]["rehearsal_of"]
+        assert row.to_dict() == src.loc[of].to_dict()                     # the source's row, new id
+    # Checkpoints without a prediction for some source test movie: refused, nothing half-written.
+    bad = tmp_path / "bad"
+    _fake_checkpoint(bad, "gmu", source, splits=("dev",))
+    with pytest.raises(InputError, match="no prediction for source movie"):
+        rehearsal_checkpoints(rehearsal, bad, tmp_path / "ckpt2")
+    assert not (tmp_path / "ckpt2" / "gmu" / "predictions.csv").exists()
+    with pytest.raises(InputError, match="not a complete rehearsal"):
+        rehearsal_checkpoints(tiny_data, shipped, tmp_path / "ckpt3")
