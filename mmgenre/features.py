@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,12 +99,17 @@ def load_features(path: str | Path, mmap: bool = True) -> FeatureSet:
 def extract_features(dataset: MMIMDb, kind: str, encoder_name: str, *, cache_root=None,
                      encoder=None, weights=None, batch_size: int = 32, shard_size: int = 256,
                      max_tokens: int = DEFAULT_MAX_TOKENS, skip_bad: bool = False,
-                     progress: bool = True, stop_after_shards: int | None = None) -> FeatureSet:
+                     progress: bool = True, stop_after_shards: int | None = None,
+                     prefetch: bool = True) -> FeatureSet:
     """Features of every movie of ``dataset`` for one encoder, from cache when it is complete.
+
+    ``prefetch``: decode the next shard's posters while the current one is encoded (False: in turn).
 
     ``stop_after_shards`` exists for tests of resumption: it returns None after writing that
     many new shards, as if the process had been killed.
     """
+    if kind not in KINDS:
+        raise InputError(f"unknown encoder kind {kind!r}; expected one of {', '.join(KINDS)}")
     out = cache_dir(cache_root, kind, encoder_name, dataset.fingerprint())
     if (out / "meta.json").exists():
         return load_features(out)
@@ -113,25 +119,32 @@ def extract_features(dataset: MMIMDb, kind: str, encoder_name: str, *, cache_roo
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     n_shards = (len(movies) + shard_size - 1) // shard_size
-    bad: list[tuple[str, str]] = []
     written = 0
     bar = tqdm(total=len(movies), desc=f"{kind}:{encoder_name}", unit="movie", disable=not progress)
+    todo = []
     for s in range(n_shards):
         chunk = movies[s * shard_size:(s + 1) * shard_size]
-        shard_file = shard_dir / f"shard-{s:05d}.npz"
-        if _shard_is_valid(shard_file, chunk):
+        if _shard_is_valid(shard_dir / f"shard-{s:05d}.npz", chunk):
             bar.update(len(chunk))
-            continue
-        if stop_after_shards is not None and written >= stop_after_shards:
-            bar.close()
-            return None
-        arrays = _encode_chunk(kind, encoder, chunk, batch_size, max_tokens, skip_bad, bad, bar)
-        arrays["ids"] = np.array([m.imdb_id for m in chunk])
-        # bad posters of this shard travel with it, so a resumed run still reports them
-        arrays["bad"] = np.array(bad, dtype=str).reshape(-1, 2)
-        bad.clear()
-        atomic.write_npz(shard_file, **arrays)
-        written += 1
+        else:
+            todo.append((s, chunk))
+    # Posters of the next shard are decoded in a thread while this one runs through the encoder
+    # (Pillow's decoders release the GIL); plots need no decoding.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmgenre-decode") as pool:
+        prepare = pool.submit if prefetch else _run_now
+        upcoming = prepare(_read_sources, kind, todo[0][1], skip_bad) if todo else None
+        for k, (s, chunk) in enumerate(todo):
+            if stop_after_shards is not None and written >= stop_after_shards:
+                bar.close()
+                return None
+            items, bad = upcoming.result()
+            upcoming = prepare(_read_sources, kind, todo[k + 1][1], skip_bad) if k + 1 < len(todo) else None
+            arrays = _encode_chunk(encoder, items, batch_size, max_tokens, bar)
+            arrays["ids"] = np.array([m.imdb_id for m in chunk])
+            # bad posters of this shard travel with it, so a resumed run still reports them
+            arrays["bad"] = np.array(bad, dtype=str).reshape(-1, 2)
+            atomic.write_npz(shard_dir / f"shard-{s:05d}.npz", **arrays)
+            written += 1
     bar.close()
     _consolidate(out, shard_dir, n_shards, kind, encoder, encoder_name, dataset)
     return load_features(out)
@@ -147,11 +160,28 @@ def _shard_is_valid(path: Path, chunk: list[Movie]) -> bool:
         return False
 
 
+class _Done:
+    """A finished computation with a future's ``result()`` (the sequential path)."""
+
+    def __init__(self, fn, *args) -> None:
+        self._value = fn(*args)
+
+    def result(self):
+        return self._value
+
+
+def _run_now(fn, *args) -> _Done:
+    return _Done(fn, *args)
+
+
+def _read_sources(kind: str, chunk: list[Movie], skip_bad: bool) -> tuple[list, list]:
+    """The encoder's inputs for ``chunk`` and the bad files met, (path, reason) pairs."""
+    bad: list[tuple[str, str]] = []
+    return _sources(chunk, KINDS[kind].reads, skip_bad, bad), bad
+
+
 @torch.inference_mode()
-def _encode_chunk(kind, encoder, chunk, batch_size, max_tokens, skip_bad, bad, bar) -> dict:
-    if kind not in KINDS:
-        raise InputError(f"unknown encoder kind {kind!r}; expected one of {', '.join(KINDS)}")
-    items = _sources(chunk, KINDS[kind].reads, skip_bad, bad)
+def _encode_chunk(encoder, items, batch_size, max_tokens, bar) -> dict:
     return encoder.encode(items, batch_size=batch_size, max_tokens=max_tokens, progress=bar.update)
 
 

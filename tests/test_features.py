@@ -71,3 +71,31 @@ def test_unknown_ids_raise_input_error(tiny, tmp_path):
     fs = extract_features(tiny, "detector", "haar", cache_root=tmp_path, progress=False)
     with pytest.raises(InputError, match="no cached detector features"):
         fs.rows(["0000000"])
+
+
+def test_poster_prefetch_gives_the_features_of_decoding_in_turn(tiny, tmp_path):
+    # The next shard's posters are decoded in a thread during the current shard's forward pass;
+    # the cache must not depend on it (order, values, bad files per shard).
+    runs = {p: extract_features(tiny, "image", "efficientnet-lite0", cache_root=tmp_path / str(p),
+                                progress=False, shard_size=7, prefetch=p) for p in (True, False)}
+    assert runs[True].ids == runs[False].ids == [m.imdb_id for m in tiny]
+    for key in ("pooled", "seq", "seq_mask", "present"):
+        np.testing.assert_array_equal(np.asarray(getattr(runs[True], key)), np.asarray(getattr(runs[False], key)))
+
+
+def test_a_bad_poster_found_ahead_stops_after_the_shards_before_it(tiny_data, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    ds = MMIMDb.load(root)
+    victim = [m for m in ds if m.has_poster][-1]
+    bad_shard = [m.imdb_id for m in ds].index(victim.imdb_id) // 7
+    assert bad_shard >= 2
+    victim.poster_path.write_bytes(b"not a jpeg")
+    with pytest.raises(InputError):
+        extract_features(ds, "image", "efficientnet-lite0", cache_root=tmp_path / "c", progress=False, shard_size=7)
+    out = cache_dir(tmp_path / "c", "image", "efficientnet-lite0", ds.fingerprint())
+    shards = sorted((out / "shards").glob("shard-*.npz"))
+    assert len(shards) == bad_shard                          # every shard before the bad one written
+    assert not (out / "meta.json").exists()
