@@ -205,19 +205,36 @@ def _sources(chunk: list[Movie], source: str, skip_bad: bool, bad: list) -> list
 
 def _consolidate(out: Path, shard_dir: Path, n_shards: int, kind: str, encoder, encoder_name: str,
                  dataset: MMIMDb) -> None:
-    parts: dict[str, list[np.ndarray]] = {}
-    for s in range(n_shards):
-        with np.load(shard_dir / f"shard-{s:05d}.npz", allow_pickle=False) as z:
+    # Appended shard by shard: peak memory is one shard's array, not the whole cache
+    # (seq.npy alone is ~5 GB at the full MM-IMDb size).
+    shards = [shard_dir / f"shard-{s:05d}.npz" for s in range(n_shards)]
+    ids: list[str] = []
+    bad: list[list[str]] = []
+    shapes: dict[str, tuple[tuple, np.dtype]] = {}
+    for f in shards:
+        with np.load(f, allow_pickle=False) as z:
+            ids += [str(i) for i in z["ids"]]
+            bad += [list(pair) for pair in z["bad"].tolist()] if "bad" in z.files else []
             for key in z.files:
-                parts.setdefault(key, []).append(z[key])
-    ids = [str(i) for i in np.concatenate(parts.pop("ids"))] if parts else []
-    bad = [list(pair) for pair in np.concatenate(parts.pop("bad")).tolist()] if "bad" in parts else []
-    for key, chunks in parts.items():
-        atomic.write_npy(out / f"{key}.npy", np.concatenate(chunks))
+                if key not in ("ids", "bad"):
+                    a = z[key]
+                    rows = shapes[key][0][0] + a.shape[0] if key in shapes else a.shape[0]
+                    shapes[key] = ((rows, *a.shape[1:]), a.dtype)
+    n_present = 0
+    for key, (shape, dtype) in shapes.items():
+        with atomic.atomic_path(out / f"{key}.npy") as tmp, open(tmp, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                      "fortran_order": False, "shape": shape})
+            for f in shards:
+                with np.load(f, allow_pickle=False) as z:
+                    a = np.ascontiguousarray(z[key])
+                fh.write(a.tobytes())
+                if key == "present":
+                    n_present += int(a.sum())
     atomic.write_json(out / "ids.json", ids)
     meta = {"format_version": FORMAT_VERSION, "kind": kind, "encoder": encoder_name,
             "encoder_info": encoder.describe(), "fingerprint": dataset.fingerprint(),
-            "n": len(ids), "n_present": int(np.concatenate(parts["present"]).sum()) if ids else 0,
+            "n": len(ids), "n_present": n_present,
             "bad_files": bad}
     atomic.write_json(out / "meta.json", meta)  # the commit marker: written last
     shutil.rmtree(shard_dir, ignore_errors=True)

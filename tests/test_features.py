@@ -99,3 +99,34 @@ def test_a_bad_poster_found_ahead_stops_after_the_shards_before_it(tiny_data, tm
     shards = sorted((out / "shards").glob("shard-*.npz"))
     assert len(shards) == bad_shard                          # every shard before the bad one written
     assert not (out / "meta.json").exists()
+
+
+def test_consolidation_appends_shards_into_the_npy_files(tmp_path):
+    from mmgenre.features import _consolidate
+
+    rng = np.random.default_rng(0)
+    shard_dir = tmp_path / "shards"
+    shard_dir.mkdir()
+    parts = [{"ids": np.array([f"{s}{i:06d}" for i in range(n)]), "bad": np.array([[f"p{s}", "broken"]] * s, dtype=str),
+              "pooled": rng.standard_normal((n, 4)).astype(np.float16),
+              "seq": rng.standard_normal((n, 3, 4)).astype(np.float16),
+              "present": rng.random(n) > 0.3} for s, n in enumerate((5, 5, 2))]
+    for s, arrays in enumerate(parts):
+        np.savez(shard_dir / f"shard-{s:05d}.npz", **arrays)
+
+    class Encoder:
+        def describe(self):
+            return {"name": "fake"}
+
+    class Data:
+        def fingerprint(self):
+            return "fp"
+
+    _consolidate(tmp_path, shard_dir, 3, "text", Encoder(), "fake", Data())
+    fs = load_features(tmp_path, mmap=False)
+    assert fs.ids == [i for p in parts for i in p["ids"].tolist()]
+    for key in ("pooled", "seq", "present"):
+        np.testing.assert_array_equal(getattr(fs, key), np.concatenate([p[key] for p in parts]))
+    assert fs.meta["n_present"] == sum(int(p["present"].sum()) for p in parts)
+    assert fs.meta["bad_files"] == [["p1", "broken"], ["p2", "broken"], ["p2", "broken"]]
+    assert not shard_dir.exists()
