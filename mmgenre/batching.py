@@ -14,12 +14,14 @@ from torch import nn
 from mmgenre.encoders.kinds import KINDS
 from mmgenre.features import FeatureSet
 from mmgenre.genres import N_GENRES
+from mmgenre.lazy_rows import LazyRows
 from mmgenre.schema import MODALITIES, Batch
 
 
 @dataclass
 class FeatureTable:
-    """The features of a fixed list of movies, kept as float16 numpy; batches come out float32."""
+    """The features of a fixed list of movies, kept as float16 numpy (sequence features as
+    :class:`~mmgenre.lazy_rows.LazyRows` over the memory-mapped cache); batches come out float32."""
 
     ids: list[str]
     arrays: dict[str, np.ndarray]
@@ -37,7 +39,8 @@ class FeatureTable:
         return out
 
     def subset(self, rows: np.ndarray) -> "FeatureTable":
-        return FeatureTable([self.ids[i] for i in rows], {k: v[rows] for k, v in self.arrays.items()})
+        return FeatureTable([self.ids[i] for i in rows],
+                            {k: v.take(rows) if isinstance(v, LazyRows) else v[rows] for k, v in self.arrays.items()})
 
     @property
     def dims(self) -> dict[str, int]:

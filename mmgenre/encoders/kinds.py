@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from mmgenre.errors import InputError
+from mmgenre.lazy_rows import LazyRows
 from mmgenre.schema import Batch
 
 Progress = Callable[[int], Any]  # called with the number of movies just done
@@ -143,7 +144,7 @@ class TextEncoder(FrozenModule):
             mask = np.asarray(fs.seq_mask[rows, :t])
             # trim the columns no row of this table uses
             used = max(1, int(mask.any(axis=0).nonzero()[0].max() + 1) if mask.any() else 1)
-            out["text_tokens"] = np.asarray(fs.seq[rows, :used])
+            out["text_tokens"] = LazyRows(fs.seq, rows, used)  # read per batch, not held in RAM
             out["text_mask"] = mask[:, :used]
         return out
 
@@ -228,7 +229,7 @@ class ImageEncoder(FrozenModule):
     def cached_entries(fs, rows: np.ndarray, *, sequences: bool, max_tokens: int | None) -> dict[str, np.ndarray]:
         out = {"image": _rows(fs.pooled, rows), "has_image": _rows(fs.present, rows).astype(bool)}
         if sequences:
-            out["image_regions"] = _rows(fs.seq, rows)
+            out["image_regions"] = LazyRows(fs.seq, rows)
         return out
 
 

@@ -9,7 +9,12 @@ Steps, each printed with its figures:
 3. feature extraction with the default encoders, timed per encoder in its own process
    (``train.benchmarks.features.measure``), into ``--cache`` so that training can reuse it;
 4. the cache size, then every head trained from those features (``train.benchmarks.train``);
-5. peak RAM: per extraction process and of this process (generation, reading, training).
+5. peak RAM: per extraction process and of this process (generation, reading, training), with the
+   training's anonymous memory apart from the memory-mapped cache pages it touched.
+
+``--features-from SMALL_FOLDER`` skips step 3: the cache is copied row by row from a smaller
+rehearsal's complete cache (``mmgenre.rehearsal_features``; extraction speed is per item, measure it
+there), so that training, its memory and the predictions are measured at full size in minutes.
 
 At full size this takes hours on 2 cores; ``--n-movies 600`` checks it end to end in minutes.
 A rerun reuses a complete folder and cache (the extraction figures are then cache reads, said so).
@@ -35,6 +40,7 @@ def main(argv=None) -> int:
     from mmgenre.rehearsal import make_rehearsal
 
     from . import features as feature_bench  # light: torch only in its spawned processes
+    from .memory import PeakMemory
     from ..config import TrainConfig
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,6 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--models", default="all")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--features-from", help="a smaller rehearsal folder whose cache (<it>-cache) lends its "
+                   "rows instead of extracting (see the docstring)")
     args = p.parse_args(argv)
     out = Path(args.out or Path(tempfile.gettempdir()) / f"mmgenre-rehearsal-{args.n_movies}")
     cache = Path(args.cache or f"{out}-cache")
@@ -70,15 +78,31 @@ def main(argv=None) -> int:
           f"{len(ds.report.bad_files)} bad files")
 
     feature_root = cache / "features"
-    reused = feature_root.is_dir() and any(feature_root.iterdir())
     cfg = TrainConfig()
-    encoders = f"text:{cfg.text_encoder},image:{cfg.image_encoder},detector:{cfg.detector}"
-    rows = feature_bench.measure(str(out), encoders, args.batch_size, cache_root=str(feature_root))
-    print(f"features{' (REUSED cache: these are cache reads, not extraction)' if reused else ''}:")
-    print(f"  {'encoder':<28}{'items':>7}{'seconds':>9}{'items/s':>9}{'peak MB':>9}")
-    for r in rows:
-        print(f"  {r['kind'] + ':' + r['encoder']:<28}{r['items']:>7}{r['seconds']:>9}{r['items_per_s']:>9}"
-              f"{r['peak_rss_mb']:>9}")
+    rows = []
+    if args.features_from:
+        from mmgenre.encoders import ENCODER_KINDS
+        from mmgenre.rehearsal_features import copy_rehearsal_features
+
+        from ..data import encoder_names
+        small = Path(args.features_from)
+        t0 = time.perf_counter()
+        copied = copy_rehearsal_features(out, small, Path(f"{small}-cache") / "features", feature_root,
+                                         {k: v for k, v in encoder_names(cfg).items() if k in ENCODER_KINDS},
+                                         progress=True)
+        print(f"features COPIED from the {small} rehearsal's cache, NOT extracted "
+              f"({time.perf_counter() - t0:.1f} s; extraction speed: measure it on that folder):")
+        for kind, r in copied.items():
+            print(f"  {kind}: {r['rows']} rows, {r['mib']:.0f} MiB{'' if r['copied'] else ' (already there)'}")
+    else:
+        reused = feature_root.is_dir() and any(feature_root.iterdir())
+        encoders = f"text:{cfg.text_encoder},image:{cfg.image_encoder},detector:{cfg.detector}"
+        rows = feature_bench.measure(str(out), encoders, args.batch_size, cache_root=str(feature_root))
+        print(f"features{' (REUSED cache: these are cache reads, not extraction)' if reused else ''}:")
+        print(f"  {'encoder':<28}{'items':>7}{'seconds':>9}{'items/s':>9}{'peak MB':>9}")
+        for r in rows:
+            print(f"  {r['kind'] + ':' + r['encoder']:<28}{r['items']:>7}{r['seconds']:>9}{r['items_per_s']:>9}"
+                  f"{r['peak_rss_mb']:>9}")
     print(f"feature cache: {_folder_bytes(feature_root) / 2**20:.1f} MiB in {feature_root}")
 
     if not args.skip_train:
@@ -86,11 +110,15 @@ def main(argv=None) -> int:
         # spawned child's peak RSS starts from its parent's at the fork
         os.environ["MMGENRE_CACHE"] = str(cache)  # train's default cache root is $MMGENRE_CACHE/features
         print("training (every head from the cached features, test F1 meaningless on re-sampled data):")
-        with tempfile.TemporaryDirectory(prefix="mmgenre-rehearsal-ckpt-") as ckpt:
+        with tempfile.TemporaryDirectory(prefix="mmgenre-rehearsal-ckpt-") as ckpt, PeakMemory() as peak:
             train_bench.main(["--data", str(out), "--models", args.models, "--out", ckpt])
+        if PeakMemory.available():
+            print(f"training memory: peak RSS {peak.rss_mb:.0f} MB = anonymous (heap) up to {peak.anon_mb:.0f} MB "
+                  f"+ memory-mapped cache pages up to {peak.file_mb:.0f} MB (page cache: dropped under pressure)")
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RAM: extraction {max(r['peak_rss_mb'] for r in rows)} MB (largest encoder process), "
-          f"this process {self_mb:.0f} MB (generation, reading{', training' if not args.skip_train else ''})")
+    extraction = f"extraction {max(r['peak_rss_mb'] for r in rows)} MB (largest encoder process), " if rows else ""
+    print(f"peak RAM: {extraction}this process {self_mb:.0f} MB (generation, reading"
+          f"{', training' if not args.skip_train else ''})")
     return 0
 
 
