@@ -3,7 +3,10 @@
     python -m train.benchmarks.features --data ../shared/mmimdb-lite [--encoders text:minilm,image:efficientnet-lite0,detector:haar]
 
 Each encoder runs in a fresh cache folder (nothing is reused), in its own process so that
-peak RSS is that encoder's alone.
+peak RSS is that encoder's alone. In the same process, the encoder's forward pass alone is timed on
+``--probe`` movies whose inputs were prepared beforehand (plots tokenised, posters decoded and
+resized): ``forward/s`` is what the model itself can do here, and ``pipeline/forward`` says how
+much of it the extraction (reading, decoding, tokenising, writing) keeps.
 """
 from __future__ import annotations
 
@@ -16,10 +19,39 @@ import tempfile
 import time
 
 
-def _run(kind: str, name: str, data: str, batch_size: int, queue, cache_root: str | None = None) -> None:
+def forward_only(encoder, kind: str, movies: list, batch_size: int, probe: int) -> tuple[int, float] | None:
+    """(items, seconds) of the encoder's forward alone over the first ``probe`` movies having its
+    input, batched as extraction batches them; None for a detector (its detection is the work)."""
+    import torch
+
+    from mmgenre.poster import load_poster
+    if kind == "text":
+        plots = [m.plot for m in movies if m.plot.strip()][:probe]
+        plots.sort(key=lambda p: -len(p))  # longest first, as extraction orders its batches
+        batches = [encoder.tokenize(plots[i:i + batch_size]) for i in range(0, len(plots), batch_size)]
+        run = lambda b: encoder(b["input_ids"], b["attention_mask"])  # noqa: E731
+        n = len(plots)
+    elif kind == "image":
+        posters = [load_poster(m.poster_path) for m in movies if m.poster_path is not None][:probe]
+        batches = [encoder.preprocess_batch(posters[i:i + batch_size]) for i in range(0, len(posters), batch_size)]
+        run = encoder
+        n = len(posters)
+    else:
+        return None
+    with torch.inference_mode():
+        run(batches[0])  # warm-up (first-call allocations), not timed
+        t0 = time.perf_counter()
+        for b in batches:
+            run(b)
+        return n, time.perf_counter() - t0
+
+
+def _run(kind: str, name: str, data: str, batch_size: int, queue, cache_root: str | None = None,
+         probe: int = 256) -> None:
     import torch
 
     from mmgenre.data import MMIMDb
+    from mmgenre.encoders import build_encoder
     from mmgenre.features import extract_features
     ds = MMIMDb.load(data)
     # cache_root (the rehearsal's) keeps the features for training; it must start empty to time extraction
@@ -28,23 +60,38 @@ def _run(kind: str, name: str, data: str, batch_size: int, queue, cache_root: st
         fs = extract_features(ds, kind, name, cache_root=tmp, batch_size=batch_size, progress=True)
         seconds = time.perf_counter() - t0
     n = int(fs.present.sum())
+    peak_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    fwd = forward_only(build_encoder(kind, name), kind, list(ds)[:4 * probe], batch_size, probe) if probe else None
     queue.put({"kind": kind, "encoder": name, "items": n, "seconds": round(seconds, 1),
                "items_per_s": round(n / seconds, 1), "torch_threads": torch.get_num_threads(),
-               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
+               "peak_rss_mb": peak_mb,
+               "forward_items_per_s": round(fwd[0] / fwd[1], 1) if fwd else None})
 
 
-def measure(data: str, encoders: str, batch_size: int = 32, cache_root: str | None = None) -> list[dict]:
-    """One row per ``kind:name`` of ``encoders`` (comma-separated), each extracted in its own process."""
+def measure(data: str, encoders: str, batch_size: int = 32, cache_root: str | None = None,
+            probe: int = 256) -> list[dict]:
+    """One row per ``kind:name`` of ``encoders`` (comma-separated), each extracted in its own process
+    (``probe``: movies for the forward-only figure; 0 skips it)."""
     ctx = mp.get_context("spawn")
     rows = []
     for spec in encoders.split(","):
         kind, name = spec.split(":", 1)
         queue = ctx.Queue()
-        proc = ctx.Process(target=_run, args=(kind, name, data, batch_size, queue, cache_root))
+        proc = ctx.Process(target=_run, args=(kind, name, data, batch_size, queue, cache_root, probe))
         proc.start()
         rows.append(queue.get())
         proc.join()
     return rows
+
+
+def print_rows(rows: list[dict], indent: str = "") -> None:
+    print(f"{indent}{'encoder':<28}{'items':>7}{'seconds':>9}{'items/s':>9}{'forward/s':>11}"
+          f"{'pipeline/forward':>18}{'peak MB':>9}")
+    for r in rows:
+        fwd = r.get("forward_items_per_s")
+        ratio = f"{r['items_per_s'] / fwd:.2f}" if fwd else "-"
+        print(f"{indent}{r['kind'] + ':' + r['encoder']:<28}{r['items']:>7}{r['seconds']:>9}{r['items_per_s']:>9}"
+              f"{fwd if fwd else '-':>11}{ratio:>18}{r['peak_rss_mb']:>9}")
 
 
 def main(argv=None) -> int:
@@ -52,11 +99,10 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--encoders", default="text:minilm,image:efficientnet-lite0,detector:haar")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--probe", type=int, default=256, help="movies timed through the forward pass alone (0: skip)")
     args = p.parse_args(argv)
-    rows = measure(args.data, args.encoders, args.batch_size)
-    print(f"{'encoder':<28}{'items':>7}{'seconds':>9}{'items/s':>9}{'peak MB':>9}")
-    for r in rows:
-        print(f"{r['kind'] + ':' + r['encoder']:<28}{r['items']:>7}{r['seconds']:>9}{r['items_per_s']:>9}{r['peak_rss_mb']:>9}")
+    rows = measure(args.data, args.encoders, args.batch_size, probe=args.probe)
+    print_rows(rows)
     print(json.dumps(rows))
     return 0
 
