@@ -99,10 +99,7 @@ def main(argv=None) -> int:
         encoders = f"text:{cfg.text_encoder},image:{cfg.image_encoder},detector:{cfg.detector}"
         rows = feature_bench.measure(str(out), encoders, args.batch_size, cache_root=str(feature_root))
         print(f"features{' (REUSED cache: these are cache reads, not extraction)' if reused else ''}:")
-        print(f"  {'encoder':<28}{'items':>7}{'seconds':>9}{'items/s':>9}{'peak MB':>9}")
-        for r in rows:
-            print(f"  {r['kind'] + ':' + r['encoder']:<28}{r['items']:>7}{r['seconds']:>9}{r['items_per_s']:>9}"
-                  f"{r['peak_rss_mb']:>9}")
+        feature_bench.print_rows(rows, indent="  ")
     print(f"feature cache: {_folder_bytes(feature_root) / 2**20:.1f} MiB in {feature_root}")
 
     if not args.skip_train:
