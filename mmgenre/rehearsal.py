@@ -203,6 +203,19 @@ def make_rehearsal(source_dir: str | Path, out_dir: str | Path, *, n_movies: int
     return {**meta, "posters": counts}
 
 
+def source_ids(rehearsal_dir: str | Path, ids) -> dict[str, str]:
+    """{new id: the source movie it copies} (``sources.rehearsal_of`` of each ``dataset/<id>.json``)."""
+    root = Path(rehearsal_dir)
+    out = {}
+    for i in ids:
+        rec = json.loads((root / "dataset" / f"{i}.json").read_text(encoding="utf-8"))
+        src = (rec.get("sources") or {}).get("rehearsal_of")
+        if src is None:
+            raise InputError(f"{root}: movie {i} is not a rehearsal copy (no sources.rehearsal_of)")
+        out[i] = str(src)
+    return out
+
+
 def rehearsal_checkpoints(rehearsal_dir: str | Path, checkpoints: str | Path, out_dir: str | Path) -> dict:
     """A checkpoints folder for the dashboard at rehearsal size: every checkpoint of ``checkpoints``
     (weights and config hard-linked, explanation stores left out) with a ``predictions.csv`` that
@@ -223,10 +236,7 @@ def rehearsal_checkpoints(rehearsal_dir: str | Path, checkpoints: str | Path, ou
         raise InputError(f"{rehearsal_dir}: not a complete rehearsal folder (no {META_FILE} / split.json)")
     splits = json.loads((rehearsal_dir / "split.json").read_text(encoding="utf-8"))
     wanted = [i for name in ("dev", "test") for i in splits.get(name, [])]
-    source_of = {}
-    for i in wanted:
-        rec = json.loads((rehearsal_dir / "dataset" / f"{i}.json").read_text(encoding="utf-8"))
-        source_of[i] = rec["sources"]["rehearsal_of"]
+    source_of = source_ids(rehearsal_dir, wanted)
     models = sorted(p.name for p in src_root.iterdir() if (p / CONFIG_FILE).is_file() and (p / PREDICTIONS_FILE).is_file())
     if not models:
         raise InputError(f"{src_root}: no checkpoint with {CONFIG_FILE} and {PREDICTIONS_FILE}")

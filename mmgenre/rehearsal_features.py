@@ -13,7 +13,6 @@ The resulting figures are about time and memory; the heads' metrics on it mean n
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +21,18 @@ from mmgenre import atomic
 from mmgenre.data import MMIMDb
 from mmgenre.errors import InputError
 from mmgenre.features import cache_dir, load_features
+from mmgenre.lazy_rows import LazyRows
+from mmgenre.rehearsal import source_ids
 
 CHUNK = 1024  # rows copied at a time: memory stays at one chunk of the largest array
 
 
 def _sources(ds: MMIMDb) -> dict[str, str]:
-    out = {}
-    for m in ds:
-        rec = json.loads((ds.root / "dataset" / f"{m.imdb_id}.json").read_text(encoding="utf-8"))
-        src = (rec.get("sources") or {}).get("rehearsal_of")
-        if src is None:
-            raise InputError(f"{ds.root}: movie {m.imdb_id} is not a rehearsal copy (no sources.rehearsal_of)")
-        out[m.imdb_id] = str(src)
-    return out
+    return source_ids(ds.root, [m.imdb_id for m in ds])
+
+
+def _mib(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.iterdir()) / 2**20
 
 
 def _split_of(ds: MMIMDb) -> dict[str, str]:
@@ -85,8 +83,7 @@ def copy_rehearsal_features(big_dir: str | Path, small_dir: str | Path, small_ca
             raise InputError(f"{src}: no complete {kind}:{encoder} cache of {small_dir} to copy from")
         out = cache_dir(cache_root, kind, encoder, big.fingerprint())
         if (out / "meta.json").is_file():
-            report[kind] = {"path": str(out), "rows": len(big), "copied": False,
-                            "mib": sum(f.stat().st_size for f in out.iterdir()) / 2**20}
+            report[kind] = {"path": str(out), "rows": len(big), "copied": False, "mib": _mib(out)}
             continue
         fs = load_features(src)
         if mapping is None or mapping[0] != fs.ids:
@@ -100,10 +97,7 @@ def copy_rehearsal_features(big_dir: str | Path, small_dir: str | Path, small_ca
             with atomic.atomic_path(out / f"{name}.npy") as tmp:
                 dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=arr.dtype, shape=(len(rows), *arr.shape[1:]))
                 for start in range(0, len(rows), CHUNK):
-                    part = rows[start:start + CHUNK]
-                    order = np.argsort(part, kind="stable")
-                    block = np.asarray(arr[part[order]])
-                    dst[start + order] = block
+                    dst[start:start + CHUNK] = LazyRows(arr, rows[start:start + CHUNK])[:]
                 dst.flush()
                 del dst
             if progress:
@@ -114,6 +108,5 @@ def copy_rehearsal_features(big_dir: str | Path, small_dir: str | Path, small_ca
         meta.update(fingerprint=big.fingerprint(), n=len(rows), n_present=int(np.asarray(fs.present)[rows].sum()),
                     bad_files=[], rehearsal_copy_of={"cache": str(src), "dataset": str(Path(small_dir).resolve())})
         atomic.write_json(out / "meta.json", meta)  # last: marks the cache complete
-        report[kind] = {"path": str(out), "rows": len(rows), "copied": True,
-                        "mib": sum(f.stat().st_size for f in out.iterdir()) / 2**20}
+        report[kind] = {"path": str(out), "rows": len(rows), "copied": True, "mib": _mib(out)}
     return report

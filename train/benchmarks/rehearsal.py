@@ -81,14 +81,13 @@ def main(argv=None) -> int:
     cfg = TrainConfig()
     rows = []
     if args.features_from:
-        from mmgenre.encoders import ENCODER_KINDS
         from mmgenre.rehearsal_features import copy_rehearsal_features
 
         from ..data import encoder_names
         small = Path(args.features_from)
         t0 = time.perf_counter()
         copied = copy_rehearsal_features(out, small, Path(f"{small}-cache") / "features", feature_root,
-                                         {k: v for k, v in encoder_names(cfg).items() if k in ENCODER_KINDS},
+                                         encoder_names(cfg),
                                          progress=True)
         print(f"features COPIED from the {small} rehearsal's cache, NOT extracted "
               f"({time.perf_counter() - t0:.1f} s; extraction speed: measure it on that folder):")
