@@ -367,6 +367,45 @@ def test_grad_cam_runs_on_the_frozen_encoder(image_encoder):
         assert maps.max() > 0.5
 
 
+def test_image_encoders_run_channels_last_with_the_same_features(image_encoder, monkeypatch):
+    enc = image_encoder
+    first_conv = next(m for m in enc.modules() if isinstance(m, nn.Conv2d))
+    layouts = []
+    hook = first_conv.register_forward_pre_hook(
+        lambda _m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    pixels = enc.preprocess_batch([_poster(), _poster(seed=3)])
+    try:
+        with torch.inference_mode():
+            nhwc = enc(pixels)
+            monkeypatch.setattr(type(enc), "_nhwc", staticmethod(lambda p: p))  # the plain NCHW path
+            nchw = enc(pixels)
+    finally:
+        hook.remove()
+    assert layouts == [True, False]
+    # the same features either way: float rounding of another summation order only, so the gap is
+    # judged against the features' scale (a random ResNet's reach ~60)
+    for a, b in ((nhwc.pooled, nchw.pooled), (nhwc.regions, nchw.regions)):
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max() + 1e-6
+    assert all(p.is_contiguous() for p in enc.parameters())  # weights stay storable as safetensors
+
+
+def test_image_extraction_caps_its_batch_on_cpu(image_encoder, monkeypatch):
+    enc = image_encoder
+    posters = [_poster(seed=i) if i != 4 else None for i in range(11)]
+    sizes = []
+    real = type(enc).preprocess_batch
+    monkeypatch.setattr(type(enc), "preprocess_batch", lambda self, ims: sizes.append(len(ims)) or real(self, ims))
+    with torch.inference_mode():
+        batched = enc.encode(posters, batch_size=32, max_tokens=0)
+        sizes_batched, sizes[:] = list(sizes), []
+        single = enc.encode(posters, batch_size=1, max_tokens=0)
+    assert enc.cpu_batch is not None and max(sizes_batched) == min(32, enc.cpu_batch)
+    assert sum(sizes_batched) == 10 and sizes == [1] * 10
+    assert batched["present"].tolist() == [p is not None for p in posters]
+    np.testing.assert_allclose(batched["pooled"].astype(np.float32), single["pooled"].astype(np.float32),
+                               atol=2e-3, rtol=2e-3)  # float16 columns
+
+
 def test_image_describe_is_json(image_encoder):
     info = image_encoder.describe()
     json.dumps(info)

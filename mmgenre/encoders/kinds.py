@@ -160,6 +160,7 @@ class ImageEncoder(FrozenModule):
     dim: int
     input_size: tuple[int, int]  # (H, W)
     reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    cpu_batch: ClassVar[int | None] = None  # cap on the extraction batch on CPU (None: the caller's)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         raise NotImplementedError
@@ -207,6 +208,8 @@ class ImageEncoder(FrozenModule):
         present = np.array([p is not None for p in posters], dtype=bool)
         columns = None
         idx_all = np.flatnonzero(present)
+        if self.cpu_batch and self.device.type == "cpu":
+            batch_size = min(batch_size, self.cpu_batch)
         for start in range(0, len(idx_all), batch_size):
             idx = idx_all[start:start + batch_size]
             out = self(self.preprocess_batch([posters[i] for i in idx]))
