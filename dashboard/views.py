@@ -7,6 +7,7 @@ from __future__ import annotations
 from PIL import Image
 
 from mmgenre import viz
+from mmgenre.explain.text_attr import TEXT_METHOD_DESCRIPTIONS
 
 
 def cam_overlay(expl, genre: str) -> Image.Image | None:
@@ -62,8 +63,6 @@ def modality_text(expl) -> str | None:
 
 
 METHOD_LABELS = {"fast": "fast (encoder-output IG)", "deep": "exact (full-depth IG)"}  # selectors: short, they sit in narrow columns
-METHOD_NAMES = {"fast": "fast: Integrated Gradients at the text encoder's output",
-                "deep": "exact: Integrated Gradients at the word embeddings, through the whole encoder"}
 
 
 def method_text(expl) -> str | None:
@@ -72,4 +71,4 @@ def method_text(expl) -> str | None:
     if method is None:
         return None
     steps = getattr(expl, "text_steps", None)
-    return f"Plot attributions: {METHOD_NAMES.get(method, method)}" + (f", {steps} steps." if steps else ".")
+    return f"Plot attributions: {TEXT_METHOD_DESCRIPTIONS.get(method, method)}" + (f", {steps} steps." if steps else ".")

@@ -21,13 +21,12 @@ import plotly.graph_objects as go
 
 from mmgenre.atomic import write_bytes, write_text
 from mmgenre.errors import InputError
+from mmgenre.explain.text_attr import TEXT_METHOD_DESCRIPTIONS
 from mmgenre.figure_export import figure_bytes, figures_pdf
 from mmgenre.viz import cross_attention_figure, esc, highlight_words_html, html_page, modality_figure, \
     probabilities_figure
 from mmgenre.viz_report import png_data_uri, poster_figure, poster_images, tables_figure, word_scores_figure
 
-TEXT_METHODS = {"fast": "fast: Integrated Gradients at the text encoder's output",
-                "deep": "exact: Integrated Gradients at the word embeddings, through the whole encoder"}
 FAITHFULNESS_HEADER = ("genre", "probability", "deletion: top-20% drop", "random-20% drop", "beats random",
                        "IG completeness |delta|", "relative to the logit change")
 _CSS = ("<style>table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
@@ -44,7 +43,7 @@ def method_label(exp) -> str:
     if exp.text_method is None:
         return "no Integrated Gradients word scores"
     steps = f", {exp.text_steps} steps" if exp.text_steps else ""
-    return TEXT_METHODS.get(exp.text_method, str(exp.text_method)) + steps
+    return TEXT_METHOD_DESCRIPTIONS.get(exp.text_method, str(exp.text_method)) + steps
 
 
 def summary_rows(exp, movie=None) -> list[tuple[str, str]]:

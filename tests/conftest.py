@@ -52,3 +52,11 @@ def tiny_checkpoints(tiny_data: Path, tiny_cache: Path, tmp_path_factory: pytest
                         batch_size=16, n_boot=20, progress=False))
     write_leaderboard(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def ui_checkpoints(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The UI tests' checkpoint folder (dashboard.testing.train_tiny_checkpoints), trained once per
+    session by whichever test needs it first. Read-only for tests."""
+    from dashboard.testing import train_tiny_checkpoints
+    return train_tiny_checkpoints(tiny_data, tmp_path_factory.getbasetemp() / "ui_checkpoints")

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from dashboard import core
-from dashboard.testing import train_tiny_checkpoints
 from mmgenre.errors import InputError
-
-
-@pytest.fixture(scope="session")
-def ui_checkpoints(tiny_data, tmp_path_factory) -> Path:
-    return train_tiny_checkpoints(tiny_data, tmp_path_factory.getbasetemp() / "ui_checkpoints")
 
 
 def test_settings_come_from_the_environment(monkeypatch, tmp_path):

@@ -2,23 +2,14 @@
 on the generated tiny MM-IMDb and checkpoints trained on it for 2 epochs (built once)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.core import PAGES as APP_PAGES
 from dashboard.loaders import md_escape
-from dashboard.testing import run_page, train_tiny_checkpoints
+from dashboard.testing import run_page
 
 PAGES = tuple(p.name for p in APP_PAGES)
-
-
-@pytest.fixture(scope="session")
-def ui_checkpoints(tiny_data, tmp_path_factory) -> Path:
-    return train_tiny_checkpoints(tiny_data, tmp_path_factory.getbasetemp() / "ui_checkpoints")
-
-
 
 
 def no_exception(at: AppTest) -> None:

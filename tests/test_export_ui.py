@@ -13,14 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import testing
-from dashboard.testing import train_tiny_checkpoints
 
-
-
-@pytest.fixture(scope="session")
-def ui_checkpoints(tiny_data, tmp_path_factory) -> Path:
-    # The same folder as tests/test_dashboard.py's: trained once per session, whichever runs first.
-    return train_tiny_checkpoints(tiny_data, tmp_path_factory.getbasetemp() / "ui_checkpoints")
 
 
 def run_page(page: str, monkeypatch, data, checkpoints: Path) -> AppTest:

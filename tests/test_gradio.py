@@ -10,15 +10,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from dashboard.gradio_app import TOP_GENRE, build_demo, examples_from_data, launch_kwargs, load_predictor
-from dashboard.testing import train_tiny_checkpoints
 from mmgenre.data import MMIMDb
 from mmgenre.errors import InputError
 from mmgenre.genres import GENRES
-
-
-@pytest.fixture(scope="session")
-def ui_checkpoints(tiny_data, tmp_path_factory) -> Path:
-    return train_tiny_checkpoints(tiny_data, tmp_path_factory.getbasetemp() / "ui_checkpoints")
 
 
 def _free_port() -> int:

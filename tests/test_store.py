@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import mmgenre.explain_split as split_mod
-from dashboard.testing import train_tiny_checkpoints
 from mmgenre.data import MMIMDb
 from mmgenre.explain_store import (MANIFEST, Lookup, checkpoint_fingerprint, load_explanation, read_manifest, read_shard,
                                    read_store, shard_path, store_dir, write_shard)
@@ -20,11 +19,6 @@ from mmgenre.explain_split import explain_split
 from mmgenre.predict import Predictor
 
 SHARD = 5  # 12 test movies: shards of 5, 5 and 2
-
-
-@pytest.fixture(scope="session")
-def ui_checkpoints(tiny_data, tmp_path_factory) -> Path:
-    return train_tiny_checkpoints(tiny_data, tmp_path_factory.getbasetemp() / "ui_checkpoints")
 
 
 def _copy(ui_checkpoints: Path, model: str, to: Path) -> Path:

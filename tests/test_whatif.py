@@ -5,14 +5,12 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 
 import numpy as np
 import pytest
 
-from dashboard.testing import train_tiny_checkpoints
 from mmgenre.data import MMIMDb
 from mmgenre.errors import InputError
 from mmgenre.explain import Explanation
@@ -26,11 +24,6 @@ from mmgenre.viz_whatif import grid_image, paired_probabilities_figure
 
 FILL = inspect.signature(grey_out).parameters["fill"].default
 HOSTILE = "<script>alert(1)</script>"
-
-
-@pytest.fixture(scope="session")
-def ui_checkpoints(tiny_data, tmp_path_factory) -> Path:
-    return train_tiny_checkpoints(tiny_data, tmp_path_factory.getbasetemp() / "ui_checkpoints")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ Gradio What-if tab's handler, on the tiny UI checkpoints (dashboard.testing)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 
@@ -13,15 +12,10 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.gradio_app import TOP_GENRE, build_demo
 from dashboard.gradio_whatif import whatif
-from dashboard.testing import run_page, train_tiny_checkpoints
+from dashboard.testing import run_page
 from mmgenre.data import MMIMDb
 
 HOSTILE = "<script>alert(1)</script>"
-
-
-@pytest.fixture(scope="session")
-def ui_checkpoints(tiny_data, tmp_path_factory) -> Path:
-    return train_tiny_checkpoints(tiny_data, tmp_path_factory.getbasetemp() / "ui_checkpoints")
 
 
 @pytest.fixture(scope="module")

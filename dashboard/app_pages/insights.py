@@ -46,7 +46,7 @@ with loaders.guard():
     elif not usable:
         how_to_make_one()
     else:
-        c = st.columns([1, 1, 3])
+        c = st.columns([1, 2, 3])  # the method names need the room
         splits = sorted({x.split for x in usable})
         split = c[0].selectbox("Split", splits, index=splits.index("test") if "test" in splits else 0,
                                key="ins_split")

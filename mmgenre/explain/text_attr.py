@@ -35,6 +35,9 @@ from mmgenre.explain.gradcam import no_param_grads
 
 TOKEN_BUDGET = 4096  # distinct tokens per captum internal batch (~1 GB of activations for MiniLM)
 TEXT_METHODS = ("fast", "deep")  # fast: IG at the encoder output; deep: IG at the word embeddings
+# How reports and pages name each method (one wording everywhere)
+TEXT_METHOD_DESCRIPTIONS = {"fast": "fast: Integrated Gradients at the text encoder's output",
+                            "deep": "exact: Integrated Gradients at the word embeddings, through the whole encoder"}
 MAX_FAST_STEPS = 256             # cap of the fast method's adaptive step count
 BASELINE_CACHE = 16              # pad-baseline encoder outputs kept per encoder (see baseline_tokens)
 
