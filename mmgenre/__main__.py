@@ -48,8 +48,8 @@ def _cmd_features(args) -> dict:
         name = getattr(args, option_name(kind), None) if kind in ENCODER_KINDS else None
         name = name or default_encoder(kind)
         fs = extract_features(ds, kind, name, cache_root=args.cache, skip_bad=args.skip_bad,
-                              batch_size=args.batch_size, shard_size=args.shard_size)
-        out[kind] = {"encoder": name, "path": fs.meta["path"], "n": len(fs.ids),
+                              batch_size=args.batch_size, shard_size=args.shard_size, precision=args.precision)
+        out[kind] = {"encoder": name, "precision": args.precision, "path": fs.meta["path"], "n": len(fs.ids),
                      "present": int(fs.present.sum()), "dim": fs.dim,
                      "bad_files": len(fs.meta.get("bad_files", []))}
     return out
@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shard-size", type=_positive_int, default=256,
                    help="movies per cache shard: a killed run resumes from the last whole shard")
     s.add_argument("--skip-bad", action="store_true")
+    s.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="the encoders' precision while extracting (bf16: ~2x faster on CPUs with AVX512-BF16)")
     s = sub.add_parser("validate", help="read a dataset and print its validation report")
     s.add_argument("--data")
     s.add_argument("--skip-bad", action="store_true")

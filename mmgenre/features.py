@@ -8,8 +8,12 @@ Layout of one cache (``<cache_root>/<kind>-<encoder>-<data fingerprint>/``)::
     seq.npy       (N, L, D) float16  token / region features (text and image only)
     seq_mask.npy  (N, L)  bool     True where ``seq`` holds a real token / region
     present.npy   (N,)    bool     False for an empty plot or a missing poster
-    meta.json                    encoder description, fingerprint; written LAST, so a cache
-                                 without it is incomplete and is never read.
+    meta.json                    encoder description, fingerprint, precision; written LAST, so a
+                                 cache without it is incomplete and is never read.
+
+``precision="bf16"`` runs the encoder under bfloat16 autocast (CPUs with AVX512-BF16 or AMX, and
+GPUs): MPNet 2.1-2.3x faster on this project's 2-core machine, pooled features at cosine >= 0.9999
+of the fp32 ones. Its cache folder ends in ``-bf16``, so the two are never mixed.
 
 Each shard is written atomically, so a killed run resumes from the last whole shard, and
 the result equals an uninterrupted run's (shards are fixed slices, batching inside a shard
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DEFAULT_MAX_TOKENS = 128  # token features cached per plot (the pooled feature sees max_length tokens)
+PRECISIONS = ("fp32", "bf16")  # the encoder's compute precision during extraction (the cache is float16)
 
 
 def default_cache_root() -> Path:
@@ -73,9 +78,11 @@ class FeatureSet:
                              f"(cache {self.meta.get('path', '?')})") from None
 
 
-def cache_dir(cache_root: str | Path | None, kind: str, encoder: str, fingerprint: str) -> Path:
+def cache_dir(cache_root: str | Path | None, kind: str, encoder: str, fingerprint: str,
+              precision: str = "fp32") -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder)
-    return Path(cache_root or default_cache_root()) / f"{kind}-{safe}-{fingerprint}"
+    suffix = "" if precision == "fp32" else f"-{precision}"  # fp32 caches keep their old names
+    return Path(cache_root or default_cache_root()) / f"{kind}-{safe}-{fingerprint}{suffix}"
 
 
 def load_features(path: str | Path, mmap: bool = True) -> FeatureSet:
@@ -100,17 +107,20 @@ def extract_features(dataset: MMIMDb, kind: str, encoder_name: str, *, cache_roo
                      encoder=None, weights=None, batch_size: int = 32, shard_size: int = 256,
                      max_tokens: int = DEFAULT_MAX_TOKENS, skip_bad: bool = False,
                      progress: bool = True, stop_after_shards: int | None = None,
-                     prefetch: bool = True) -> FeatureSet:
+                     prefetch: bool = True, precision: str = "fp32") -> FeatureSet:
     """Features of every movie of ``dataset`` for one encoder, from cache when it is complete.
 
     ``prefetch``: decode the next shard's posters while the current one is encoded (False: in turn).
+    ``precision``: "fp32", or "bf16" for bfloat16 autocast around the encoder (see the module doc).
 
     ``stop_after_shards`` exists for tests of resumption: it returns None after writing that
     many new shards, as if the process had been killed.
     """
     if kind not in KINDS:
         raise InputError(f"unknown encoder kind {kind!r}; expected one of {', '.join(KINDS)}")
-    out = cache_dir(cache_root, kind, encoder_name, dataset.fingerprint())
+    if precision not in PRECISIONS:
+        raise InputError(f"feature precision {str(precision)[:20]!r} is not one of {', '.join(PRECISIONS)}")
+    out = cache_dir(cache_root, kind, encoder_name, dataset.fingerprint(), precision)
     if (out / "meta.json").exists():
         return load_features(out)
     movies = list(dataset)
@@ -139,15 +149,24 @@ def extract_features(dataset: MMIMDb, kind: str, encoder_name: str, *, cache_roo
                 return None
             items, bad = upcoming.result()
             upcoming = prepare(_read_sources, kind, todo[k + 1][1], skip_bad) if k + 1 < len(todo) else None
-            arrays = _encode_chunk(encoder, items, batch_size, max_tokens, bar)
+            with _autocast(encoder, precision):
+                arrays = _encode_chunk(encoder, items, batch_size, max_tokens, bar)
             arrays["ids"] = np.array([m.imdb_id for m in chunk])
             # bad posters of this shard travel with it, so a resumed run still reports them
             arrays["bad"] = np.array(bad, dtype=str).reshape(-1, 2)
             atomic.write_npz(shard_dir / f"shard-{s:05d}.npz", **arrays)
             written += 1
     bar.close()
-    _consolidate(out, shard_dir, n_shards, kind, encoder, encoder_name, dataset)
+    _consolidate(out, shard_dir, n_shards, kind, encoder, encoder_name, dataset, precision)
     return load_features(out)
+
+
+def _autocast(encoder, precision: str):
+    """bfloat16 autocast on the encoder's device for "bf16"; a no-op for "fp32" or a detector
+    (no torch module: Haar cascades run in OpenCV)."""
+    device = getattr(encoder, "device", None)
+    enabled = precision == "bf16" and isinstance(device, torch.device)
+    return torch.autocast(device.type if enabled else "cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
 def _shard_is_valid(path: Path, chunk: list[Movie]) -> bool:
@@ -204,7 +223,7 @@ def _sources(chunk: list[Movie], source: str, skip_bad: bool, bad: list) -> list
 
 
 def _consolidate(out: Path, shard_dir: Path, n_shards: int, kind: str, encoder, encoder_name: str,
-                 dataset: MMIMDb) -> None:
+                 dataset: MMIMDb, precision: str = "fp32") -> None:
     # Appended shard by shard: peak memory is one shard's array, not the whole cache
     # (seq.npy alone is ~5 GB at the full MM-IMDb size).
     shards = [shard_dir / f"shard-{s:05d}.npz" for s in range(n_shards)]
@@ -234,7 +253,7 @@ def _consolidate(out: Path, shard_dir: Path, n_shards: int, kind: str, encoder, 
     atomic.write_json(out / "ids.json", ids)
     meta = {"format_version": FORMAT_VERSION, "kind": kind, "encoder": encoder_name,
             "encoder_info": encoder.describe(), "fingerprint": dataset.fingerprint(),
-            "n": len(ids), "n_present": n_present,
+            "n": len(ids), "n_present": n_present, "precision": precision,
             "bad_files": bad}
     atomic.write_json(out / "meta.json", meta)  # the commit marker: written last
     shutil.rmtree(shard_dir, ignore_errors=True)

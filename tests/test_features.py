@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,27 @@ def test_consolidation_appends_shards_into_the_npy_files(tmp_path):
     assert fs.meta["n_present"] == sum(int(p["present"].sum()) for p in parts)
     assert fs.meta["bad_files"] == [["p1", "broken"], ["p2", "broken"], ["p2", "broken"]]
     assert not shard_dir.exists()
+
+
+@pytest.mark.parametrize("kind,name", [("text", "minilm"), ("image", "efficientnet-lite0")])
+def test_bf16_extraction_has_its_own_cache_and_the_fp32_features(tiny, tmp_path, kind, name):
+    fp32 = extract_features(tiny, kind, name, cache_root=tmp_path, progress=False)
+    bf16 = extract_features(tiny, kind, name, cache_root=tmp_path, progress=False, precision="bf16")
+    out = cache_dir(tmp_path, kind, name, tiny.fingerprint(), "bf16")
+    assert Path(bf16.meta["path"]) == out and out.name.endswith("-bf16") and out != Path(fp32.meta["path"])
+    assert bf16.meta["precision"] == "bf16" and fp32.meta["precision"] == "fp32"
+    assert bf16.ids == fp32.ids and np.array_equal(bf16.present, fp32.present)
+    a = np.asarray(fp32.pooled, dtype=np.float32)[fp32.present]
+    b = np.asarray(bf16.pooled, dtype=np.float32)[bf16.present]
+    assert not np.array_equal(a, b)  # really computed in bfloat16
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosine.min() > 0.995, cosine.min()
+    # read back from its own cache, not recomputed and not the fp32 one
+    again = extract_features(tiny, kind, name, cache_root=tmp_path, progress=False, precision="bf16")
+    np.testing.assert_array_equal(np.asarray(again.pooled), np.asarray(bf16.pooled))
+
+
+def test_an_unknown_precision_fails_before_any_work(tiny, tmp_path):
+    with pytest.raises(InputError, match="precision 'fp8' is not one of fp32, bf16"):
+        extract_features(tiny, "text", "minilm", cache_root=tmp_path, progress=False, precision="fp8")
+    assert not any(tmp_path.iterdir())

@@ -88,6 +88,22 @@ def test_train_cli_rejects_unknown_model_and_missing_data(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_train_cli_extracts_in_bf16_into_its_own_cache_and_records_it(tiny_data, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    rc = train_main(["--data", str(tiny_data), "--models", "text_only", "--text-encoder", "minilm",
+                     "--feature-precision", "bf16", "--out", str(tmp_path / "out"), "--cache", str(cache),
+                     "--epochs", "1", "--n-boot", "10", "--no-progress"])
+    assert rc == 0
+    assert load_checkpoint(tmp_path / "out" / "text_only").config["train"]["feature_precision"] == "bf16"
+    (text_cache,) = [d for d in cache.iterdir() if d.name.startswith("text-minilm-")]
+    assert text_cache.name.endswith("-bf16") and json.loads((text_cache / "meta.json").read_text())["precision"] == "bf16"
+    with pytest.raises(SystemExit):
+        train_main(["--data", str(tiny_data), "--feature-precision", "fp8", "--out", str(tmp_path / "x")])
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+    with pytest.raises(InputError, match="feature_precision 'fp16' is not one of fp32, bf16"):
+        TrainConfig(feature_precision="fp16")
+
+
 def test_cross_validation_reports_out_of_fold_scores(tiny_data, tmp_path, trained):
     _, cache, _ = trained
     from train.cv import cross_validate

@@ -13,7 +13,7 @@ from mmgenre.errors import EncoderUnavailableError, InputError
 from mmgenre.leaderboard import write_leaderboard
 from mmgenre.models import list_models
 
-from .config import DEVICES, MIXED_PRECISION, PROTOCOLS, TRACKERS, TrainConfig, build_configs
+from .config import DEVICES, FEATURE_PRECISIONS, MIXED_PRECISION, PROTOCOLS, TRACKERS, TrainConfig, build_configs
 
 QUICK_MODEL = "gmu"
 
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    + " (default: %(default)s)")
     p.add_argument("--train-on-dev-fraction", type=FRACTION, default=d.train_on_dev_fraction)
     p.add_argument("--cache", help="feature cache folder (default: $MMGENRE_CACHE or ~/.cache/mmgenre)")
+    p.add_argument("--feature-precision", choices=FEATURE_PRECISIONS, default=d.feature_precision,
+                   help="the frozen encoders' precision while extracting features: bf16 is ~2x faster on "
+                        "CPUs with AVX512-BF16/AMX, its own cache (default: %(default)s)")
     p.add_argument("--cv", type=COUNT, default=0, help="K-fold cross-validation on --cv-split instead of one fit")
     p.add_argument("--cv-split", default=d.cv_split)
     p.add_argument("--n-boot", type=COUNT, default=d.n_boot)

@@ -12,6 +12,7 @@ PROTOCOLS = {
     "official": "fit on train, tune on dev (the MM-IMDb paper)",
 }
 MIXED_PRECISION = ("no", "fp16", "bf16")
+FEATURE_PRECISIONS = ("fp32", "bf16")  # mmgenre.features.PRECISIONS (kept light: no torch import here)
 DEVICES = ("auto", "cpu", "cuda")
 TRACKERS = ("mlflow",)
 
@@ -25,6 +26,7 @@ class TrainConfig:
     image_encoder: str = "efficientnet-lite0"
     detector: str = "haar"
     cache: str | None = None           # feature cache root; None -> $MMGENRE_CACHE or ~/.cache/mmgenre
+    feature_precision: str = "fp32"    # frozen encoders' precision while extracting: "fp32" or "bf16"
     # optimisation
     epochs: int = 40
     batch_size: int = 64               # the global batch: split over the processes of a launch
@@ -78,6 +80,7 @@ class TrainConfig:
             self.finetune = True
         for name, value, allowed in (("mixed_precision", self.mixed_precision, MIXED_PRECISION),
                                      ("device", self.device, DEVICES),
+                                     ("feature_precision", self.feature_precision, FEATURE_PRECISIONS),
                                      ("track", self.track, (None, *TRACKERS))):
             if value not in allowed:
                 raise InputError(f"{name} {value!r} is not one of {', '.join(map(str, allowed))}")

@@ -29,7 +29,7 @@ def encoder_names(cfg: TrainConfig) -> dict[str, str]:
 def load_features(ds: MMIMDb, cfg: TrainConfig, kinds: list[str]) -> dict:
     names = encoder_names(cfg)
     return {k: extract_features(ds, k, names[k], cache_root=cfg.cache, skip_bad=cfg.skip_bad,
-                                progress=cfg.progress) for k in kinds}
+                                progress=cfg.progress, precision=cfg.feature_precision) for k in kinds}
 
 
 def protocol_splits(ds: MMIMDb, cfg: TrainConfig) -> dict[str, list[str]]:

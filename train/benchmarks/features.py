@@ -51,7 +51,7 @@ def forward_only(encoder, kind: str, movies: list, batch_size: int, probe: int) 
 
 
 def _run(kind: str, name: str, data: str, batch_size: int, queue, cache_root: str | None = None,
-         probe: int = 256) -> None:
+         probe: int = 256, precision: str = "fp32") -> None:
     import torch
 
     from mmgenre.data import MMIMDb
@@ -66,19 +66,21 @@ def _run(kind: str, name: str, data: str, batch_size: int, queue, cache_root: st
     with contextlib.nullcontext(cache_root) if cache_root else tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         fs = extract_features(ds, kind, name, cache_root=tmp, encoder=encoder, batch_size=batch_size,
-                              progress=True)
+                              progress=True, precision=precision)
         seconds = time.perf_counter() - t0
     n = int(fs.present.sum())
     peak_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    fwd = forward_only(encoder, kind, list(ds)[:4 * probe], batch_size, probe) if probe else None
-    queue.put({"kind": kind, "encoder": name, "items": n, "load_seconds": round(load_seconds, 1),
+    # the forward alone in the extraction's precision
+    with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        fwd = forward_only(encoder, kind, list(ds)[:4 * probe], batch_size, probe) if probe else None
+    queue.put({"kind": kind, "encoder": name, "precision": precision, "items": n, "load_seconds": round(load_seconds, 1),
                "seconds": round(seconds, 1), "items_per_s": round(n / seconds, 1),
                "torch_threads": torch.get_num_threads(), "peak_rss_mb": peak_mb,
                "forward_items_per_s": round(fwd[0] / fwd[1], 1) if fwd else None})
 
 
 def measure(data: str, encoders: str, batch_size: int = 32, cache_root: str | None = None,
-            probe: int = 256) -> list[dict]:
+            probe: int = 256, precision: str = "fp32") -> list[dict]:
     """One row per ``kind:name`` of ``encoders`` (comma-separated), each extracted in its own process
     (``probe``: movies for the forward-only figure; 0 skips it)."""
     ctx = mp.get_context("spawn")
@@ -86,7 +88,7 @@ def measure(data: str, encoders: str, batch_size: int = 32, cache_root: str | No
     for spec in encoders.split(","):
         kind, name = spec.split(":", 1)
         queue = ctx.Queue()
-        proc = ctx.Process(target=_run, args=(kind, name, data, batch_size, queue, cache_root, probe))
+        proc = ctx.Process(target=_run, args=(kind, name, data, batch_size, queue, cache_root, probe, precision))
         proc.start()
         rows.append(queue.get())
         proc.join()
@@ -99,7 +101,8 @@ def print_rows(rows: list[dict], indent: str = "") -> None:
     for r in rows:
         fwd = r.get("forward_items_per_s")
         ratio = f"{r['items_per_s'] / fwd:.2f}" if fwd else "-"
-        print(f"{indent}{r['kind'] + ':' + r['encoder']:<28}{r.get('load_seconds', '-'):>8}{r['items']:>7}{r['seconds']:>9}{r['items_per_s']:>9}"
+        name = f"{r['kind']}:{r['encoder']}" + (f" ({r['precision']})" if r.get("precision", "fp32") != "fp32" else "")
+        print(f"{indent}{name:<28}{r.get('load_seconds', '-'):>8}{r['items']:>7}{r['seconds']:>9}{r['items_per_s']:>9}"
               f"{fwd if fwd else '-':>11}{ratio:>18}{r['peak_rss_mb']:>9}")
 
 
@@ -109,8 +112,9 @@ def main(argv=None) -> int:
     p.add_argument("--encoders", default="text:minilm,image:efficientnet-lite0,detector:haar")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--probe", type=int, default=256, help="movies timed through the forward pass alone (0: skip)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="the extraction's precision")
     args = p.parse_args(argv)
-    rows = measure(args.data, args.encoders, args.batch_size, probe=args.probe)
+    rows = measure(args.data, args.encoders, args.batch_size, probe=args.probe, precision=args.precision)
     print_rows(rows)
     print(json.dumps(rows))
     return 0
