@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="movies per cache shard: a killed run resumes from the last whole shard")
     s.add_argument("--skip-bad", action="store_true")
     s.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="the encoders' precision while extracting (bf16: ~2x faster on CPUs with AVX512-BF16)")
+                   help="the encoders' precision while extracting (bf16: MPNet ~1.7x faster on CPUs with AVX512-BF16)")
     s = sub.add_parser("validate", help="read a dataset and print its validation report")
     s.add_argument("--data")
     s.add_argument("--skip-bad", action="store_true")

@@ -70,9 +70,9 @@ def grid_features(fmap: torch.Tensor) -> ImageFeatures:
 class _CNNEncoder(ImageEncoder):
     """Shared parts of the encoders built here: transform, description, CPU batching."""
 
-    # On CPU, oneDNN convolutions run ~1.5x faster on channels-last (NHWC) inputs and batches past
-    # ~8 posters fall out of the cache: EfficientNet-Lite0 on 2 cores does ~22 posters/s at batch 32
-    # NCHW and ~70/s at batch 8 NHWC (train/benchmarks/features.py --probe measures it).
+    # On CPU, oneDNN convolutions run faster on channels-last (NHWC) inputs, and batches past ~8
+    # posters fall out of the cache: EfficientNet-Lite0's forward pass on 2 cores does 21 posters/s
+    # at batch 32 NCHW and 50/s at batch 8 NHWC (python -m train.benchmarks.features --probe).
     cpu_batch: ClassVar[int] = 8
 
     def __init__(self, name: str, net: nn.Module, transform: PosterTransform, *, source: str,
