@@ -70,18 +70,20 @@ def donor_rows(big: MMIMDb, small: MMIMDb, small_ids: list[str]) -> np.ndarray:
 
 
 def copy_rehearsal_features(big_dir: str | Path, small_dir: str | Path, small_cache_root: str | Path,
-                            cache_root: str | Path, encoders: dict[str, str], progress: bool = False) -> dict:
+                            cache_root: str | Path, encoders: dict[str, str], progress: bool = False,
+                            precision: str = "fp32") -> dict:
     """Write ``cache_root``'s cache of every ``{kind: encoder}`` for the rehearsal at ``big_dir`` from
-    the complete caches of the rehearsal at ``small_dir`` (in ``small_cache_root``). A cache already
-    complete is kept. Returns ``{kind: {"path", "rows", "mib", "copied"}}``."""
+    the complete caches of the rehearsal at ``small_dir`` (in ``small_cache_root``), both of that
+    extraction ``precision``. A cache already complete is kept. Returns ``{kind: {"path", "rows",
+    "mib", "copied"}}``."""
     big, small = MMIMDb.load(big_dir), MMIMDb.load(small_dir)
     mapping = None
     report = {}
     for kind, encoder in encoders.items():
-        src = cache_dir(small_cache_root, kind, encoder, small.fingerprint())
+        src = cache_dir(small_cache_root, kind, encoder, small.fingerprint(), precision)
         if not (src / "meta.json").is_file():
             raise InputError(f"{src}: no complete {kind}:{encoder} cache of {small_dir} to copy from")
-        out = cache_dir(cache_root, kind, encoder, big.fingerprint())
+        out = cache_dir(cache_root, kind, encoder, big.fingerprint(), precision)
         if (out / "meta.json").is_file():
             report[kind] = {"path": str(out), "rows": len(big), "copied": False, "mib": _mib(out)}
             continue

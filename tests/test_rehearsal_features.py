@@ -16,9 +16,9 @@ from mmgenre.rehearsal_features import copy_rehearsal_features
 PLOTS = (60, 0.5, 20, 200)
 
 
-def _fake_cache(ds: MMIMDb, root, kind="text", encoder="fake"):
+def _fake_cache(ds: MMIMDb, root, kind="text", encoder="fake", precision="fp32"):
     """A complete cache whose every value is its row number (so copies can be traced)."""
-    out = cache_dir(root, kind, encoder, ds.fingerprint())
+    out = cache_dir(root, kind, encoder, ds.fingerprint(), precision)
     out.mkdir(parents=True)
     movies = list(ds)
     n = len(movies)
@@ -80,3 +80,15 @@ def test_a_missing_small_cache_or_a_plain_folder_is_refused(pair, tiny_data):
         copy_rehearsal_features(big, small, base / "small-cache", base / "other", {"image": "nothing"})
     with pytest.raises(InputError, match="not a rehearsal copy"):
         copy_rehearsal_features(tiny_data, small, base / "small-cache", base / "other", {"text": "fake"})
+
+
+def test_a_bf16_cache_is_copied_into_a_bf16_cache(pair):
+    small, big, base = pair
+    _fake_cache(MMIMDb.load(small), base / "small-cache-bf16", precision="bf16")
+    with pytest.raises(InputError, match="no complete text:fake cache"):  # only a bf16 one there
+        copy_rehearsal_features(big, small, base / "small-cache-bf16", base / "big-bf16", {"text": "fake"})
+    report = copy_rehearsal_features(big, small, base / "small-cache-bf16", base / "big-bf16", {"text": "fake"},
+                                     precision="bf16")
+    assert report["text"]["path"] == str(cache_dir(base / "big-bf16", "text", "fake",
+                                                   MMIMDb.load(big).fingerprint(), "bf16"))
+    assert report["text"]["path"].endswith("-bf16") and report["text"]["rows"] == len(MMIMDb.load(big))

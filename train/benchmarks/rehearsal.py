@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--models", default="all")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--feature-precision", choices=("fp32", "bf16"), default="fp32",
+                   help="extract (or copy) and train on features of this precision")
     p.add_argument("--features-from", help="a smaller rehearsal folder whose cache (<it>-cache) lends its "
                    "rows instead of extracting (see the docstring)")
     args = p.parse_args(argv)
@@ -87,8 +89,8 @@ def main(argv=None) -> int:
         small = Path(args.features_from)
         t0 = time.perf_counter()
         copied = copy_rehearsal_features(out, small, Path(f"{small}-cache") / "features", feature_root,
-                                         encoder_names(cfg),
-                                         progress=True)
+                                         encoder_names(cfg), progress=True,
+                                         precision=args.feature_precision)
         print(f"features COPIED from the {small} rehearsal's cache, NOT extracted "
               f"({time.perf_counter() - t0:.1f} s; extraction speed: measure it on that folder):")
         for kind, r in copied.items():
@@ -96,7 +98,8 @@ def main(argv=None) -> int:
     else:
         reused = feature_root.is_dir() and any(feature_root.iterdir())
         encoders = f"text:{cfg.text_encoder},image:{cfg.image_encoder},detector:{cfg.detector}"
-        rows = feature_bench.measure(str(out), encoders, args.batch_size, cache_root=str(feature_root))
+        rows = feature_bench.measure(str(out), encoders, args.batch_size, cache_root=str(feature_root),
+                                     precision=args.feature_precision)
         print(f"features{' (REUSED cache: these are cache reads, not extraction)' if reused else ''}:")
         feature_bench.print_rows(rows, indent="  ")
     print(f"feature cache: {_folder_bytes(feature_root) / 2**20:.1f} MiB in {feature_root}")
@@ -107,7 +110,8 @@ def main(argv=None) -> int:
         os.environ["MMGENRE_CACHE"] = str(cache)  # train's default cache root is $MMGENRE_CACHE/features
         print("training (every head from the cached features, test F1 meaningless on re-sampled data):")
         with tempfile.TemporaryDirectory(prefix="mmgenre-rehearsal-ckpt-") as ckpt, PeakMemory() as peak:
-            train_bench.main(["--data", str(out), "--models", args.models, "--out", ckpt])
+            train_bench.main(["--data", str(out), "--models", args.models, "--out", ckpt,
+                              "--feature-precision", args.feature_precision])
         if PeakMemory.available():
             print(f"training memory: peak RSS {peak.rss_mb:.0f} MB = anonymous (heap) up to {peak.anon_mb:.0f} MB "
                   f"+ memory-mapped cache pages up to {peak.file_mb:.0f} MB (page cache: dropped under pressure)")

@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     p.add_argument("--out")
     p.add_argument("--models", default="all")
     p.add_argument("--n-boot", type=int, default=0)
+    p.add_argument("--feature-precision", choices=("fp32", "bf16"), default="fp32",
+                   help="which cached features to train on")
     args = p.parse_args(argv)
     models = list_models() if args.models == "all" else args.models.split(",")
     out = args.out or tempfile.mkdtemp(prefix="mmgenre-bench-")
@@ -30,7 +32,8 @@ def main(argv=None) -> int:
     print(f"{'model':<20}{'seconds':>9}{'epochs':>8}{'test micro-F1':>15}{'test macro-F1':>15}")
     for m in models:
         t0 = time.perf_counter()
-        res = fit(TrainConfig(data=args.data, model=m, out=out, n_boot=args.n_boot, progress=False), ds)
+        res = fit(TrainConfig(data=args.data, model=m, out=out, n_boot=args.n_boot, progress=False,
+                              feature_precision=args.feature_precision), ds)
         sec = time.perf_counter() - t0
         total += sec
         print(f"{m:<20}{sec:>9.1f}{len(res.history):>8}{res.metrics['test']['micro_f1']:>15.3f}"
