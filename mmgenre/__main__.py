@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("features", help="extract and cache encoder features for a dataset")
     s.add_argument("--data")
     from .encoders import CLI_FLAGS, ENCODER_KINDS
+    from .features import PRECISIONS
     s.add_argument("--kinds", default=",".join(ENCODER_KINDS))
     for kind in ENCODER_KINDS:
         s.add_argument(CLI_FLAGS[kind], help=f"the {kind} encoder (default: the offline default)")
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shard-size", type=_positive_int, default=256,
                    help="movies per cache shard: a killed run resumes from the last whole shard")
     s.add_argument("--skip-bad", action="store_true")
-    s.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    s.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="the encoders' precision while extracting (bf16: MPNet ~1.7x faster on CPUs with AVX512-BF16)")
     s = sub.add_parser("validate", help="read a dataset and print its validation report")
     s.add_argument("--data")

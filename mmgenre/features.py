@@ -149,7 +149,7 @@ def extract_features(dataset: MMIMDb, kind: str, encoder_name: str, *, cache_roo
                 return None
             items, bad = upcoming.result()
             upcoming = prepare(_read_sources, kind, todo[k + 1][1], skip_bad) if k + 1 < len(todo) else None
-            with _autocast(encoder, precision):
+            with extraction_autocast(encoder, precision):
                 arrays = _encode_chunk(encoder, items, batch_size, max_tokens, bar)
             arrays["ids"] = np.array([m.imdb_id for m in chunk])
             # bad posters of this shard travel with it, so a resumed run still reports them
@@ -161,7 +161,7 @@ def extract_features(dataset: MMIMDb, kind: str, encoder_name: str, *, cache_roo
     return load_features(out)
 
 
-def _autocast(encoder, precision: str):
+def extraction_autocast(encoder, precision: str):
     """bfloat16 autocast on the encoder's device for "bf16"; a no-op for "fp32" or an encoder with
     no torch device. (Haar cascades run in OpenCV: autocast does not touch them.)"""
     device = getattr(encoder, "device", None)

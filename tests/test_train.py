@@ -102,6 +102,9 @@ def test_train_cli_extracts_in_bf16_into_its_own_cache_and_records_it(tiny_data,
     assert "invalid choice: 'fp8'" in capsys.readouterr().err
     with pytest.raises(InputError, match="feature_precision 'fp16' is not one of fp32, bf16"):
         TrainConfig(feature_precision="fp16")
+    from mmgenre.features import PRECISIONS
+    from train.config import FEATURE_PRECISIONS
+    assert FEATURE_PRECISIONS == PRECISIONS  # train's light copy of the library's list
 
 
 def test_cross_validation_reports_out_of_fold_scores(tiny_data, tmp_path, trained):

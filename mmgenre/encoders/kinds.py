@@ -165,6 +165,10 @@ class ImageEncoder(FrozenModule):
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         raise NotImplementedError
 
+    def extraction_batch(self, batch_size: int) -> int:
+        """The batch ``encode`` uses when asked for ``batch_size``: capped at ``cpu_batch`` on CPU."""
+        return min(batch_size, self.cpu_batch) if self.cpu_batch and self.device.type == "cpu" else batch_size
+
     def preprocess_batch(self, images: list[Image.Image]) -> torch.Tensor:
         """(B, 3, H, W) on the encoder's device."""
         if not images:
@@ -208,8 +212,7 @@ class ImageEncoder(FrozenModule):
         present = np.array([p is not None for p in posters], dtype=bool)
         columns = None
         idx_all = np.flatnonzero(present)
-        if self.cpu_batch and self.device.type == "cpu":
-            batch_size = min(batch_size, self.cpu_batch)
+        batch_size = self.extraction_batch(batch_size)
         for start in range(0, len(idx_all), batch_size):
             idx = idx_all[start:start + batch_size]
             out = self(self.preprocess_batch([posters[i] for i in idx]))

@@ -20,6 +20,8 @@ import resource
 import tempfile
 import time
 
+from train.config import FEATURE_PRECISIONS  # light: no torch in the parent process
+
 
 def forward_only(encoder, kind: str, movies: list, batch_size: int, probe: int) -> tuple[int, float] | None:
     """(items, seconds) of the encoder's forward alone over the first ``probe`` movies having its
@@ -34,8 +36,7 @@ def forward_only(encoder, kind: str, movies: list, batch_size: int, probe: int) 
         run = lambda b: encoder(b["input_ids"], b["attention_mask"])  # noqa: E731
         n = len(plots)
     elif kind == "image":
-        if encoder.cpu_batch and encoder.device.type == "cpu":
-            batch_size = min(batch_size, encoder.cpu_batch)  # as ImageEncoder.encode does
+        batch_size = encoder.extraction_batch(batch_size)  # as ImageEncoder.encode batches
         posters = [load_poster(m.poster_path) for m in movies if m.poster_path is not None][:probe]
         batches = [encoder.preprocess_batch(posters[i:i + batch_size]) for i in range(0, len(posters), batch_size)]
         run = encoder
@@ -56,7 +57,7 @@ def _run(kind: str, name: str, data: str, batch_size: int, queue, cache_root: st
 
     from mmgenre.data import MMIMDb
     from mmgenre.encoders import build_encoder
-    from mmgenre.features import extract_features
+    from mmgenre.features import extract_features, extraction_autocast
     ds = MMIMDb.load(data)
     # Built once and timed apart (MPNet joins its split zip): a fixed cost, not a per-item one
     t0 = time.perf_counter()
@@ -70,8 +71,7 @@ def _run(kind: str, name: str, data: str, batch_size: int, queue, cache_root: st
         seconds = time.perf_counter() - t0
     n = int(fs.present.sum())
     peak_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    # the forward alone in the extraction's precision
-    with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with extraction_autocast(encoder, precision):  # the forward alone in the extraction's precision
         fwd = forward_only(encoder, kind, list(ds)[:4 * probe], batch_size, probe) if probe else None
     queue.put({"kind": kind, "encoder": name, "precision": precision, "items": n, "load_seconds": round(load_seconds, 1),
                "seconds": round(seconds, 1), "items_per_s": round(n / seconds, 1),
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--encoders", default="text:minilm,image:efficientnet-lite0,detector:haar")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--probe", type=int, default=256, help="movies timed through the forward pass alone (0: skip)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="the extraction's precision")
+    p.add_argument("--precision", choices=FEATURE_PRECISIONS, default="fp32", help="the extraction's precision")
     args = p.parse_args(argv)
     rows = measure(args.data, args.encoders, args.batch_size, probe=args.probe, precision=args.precision)
     print_rows(rows)

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
 
     from . import features as feature_bench  # light: torch only in its spawned processes
     from .memory import PeakMemory
-    from ..config import TrainConfig
+    from ..config import FEATURE_PRECISIONS, TrainConfig
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default=str(REPO.parent / "shared" / "mmimdb-lite"))
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--models", default="all")
     p.add_argument("--skip-train", action="store_true")
-    p.add_argument("--feature-precision", choices=("fp32", "bf16"), default="fp32",
+    p.add_argument("--feature-precision", choices=FEATURE_PRECISIONS, default="fp32",
                    help="extract (or copy) and train on features of this precision")
     p.add_argument("--features-from", help="a smaller rehearsal folder whose cache (<it>-cache) lends its "
                    "rows instead of extracting (see the docstring)")

@@ -15,14 +15,14 @@ from mmgenre.models import list_models
 
 
 def main(argv=None) -> int:
-    from train.config import TrainConfig
+    from train.config import FEATURE_PRECISIONS, TrainConfig
     from train.loop import fit, load_dataset
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--out")
     p.add_argument("--models", default="all")
     p.add_argument("--n-boot", type=int, default=0)
-    p.add_argument("--feature-precision", choices=("fp32", "bf16"), default="fp32",
+    p.add_argument("--feature-precision", choices=FEATURE_PRECISIONS, default="fp32",
                    help="which cached features to train on")
     args = p.parse_args(argv)
     models = list_models() if args.models == "all" else args.models.split(",")
