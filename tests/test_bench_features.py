@@ -47,3 +47,9 @@ def test_the_table_gives_the_pipeline_to_forward_ratio(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "load s" in lines[0] and "pipeline/forward" in lines[0]
     assert lines[1].split()[-2] == "0.75" and lines[2].split()[-2] == "-"
+
+
+def test_the_default_encoder_list_is_the_default_encoders():
+    from mmgenre.encoders import default_encoder
+    expected = ",".join(f"{kind}:{default_encoder(kind)}" for kind in ("text", "image", "detector"))
+    assert bench.default_encoders() == expected

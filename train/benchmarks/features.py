@@ -2,6 +2,8 @@
 
     python -m train.benchmarks.features --data ../shared/mmimdb-lite [--encoders text:minilm,image:efficientnet-lite0,detector:haar]
 
+``--encoders`` defaults to the default encoders (the ones ``python -m train`` extracts).
+
 Each encoder runs in a fresh cache folder (nothing is reused), in its own process so that
 peak RSS is that encoder's alone. In the same process, the encoder's forward pass alone is timed on
 ``--probe`` movies whose inputs were prepared beforehand (plots tokenised, posters decoded and
@@ -20,7 +22,7 @@ import resource
 import tempfile
 import time
 
-from train.config import FEATURE_PRECISIONS  # light: no torch in the parent process
+from train.config import FEATURE_PRECISIONS, TrainConfig  # light: no torch in the parent process
 
 
 def forward_only(encoder, kind: str, movies: list, batch_size: int, probe: int) -> tuple[int, float] | None:
@@ -106,10 +108,17 @@ def print_rows(rows: list[dict], indent: str = "") -> None:
               f"{fwd if fwd else '-':>11}{ratio:>18}{r['peak_rss_mb']:>9}")
 
 
+def default_encoders() -> str:
+    """``text:...,image:...,detector:...`` naming the encoders a default ``python -m train`` extracts."""
+    cfg = TrainConfig(data="")
+    return f"text:{cfg.text_encoder},image:{cfg.image_encoder},detector:{cfg.detector}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
-    p.add_argument("--encoders", default="text:minilm,image:efficientnet-lite0,detector:haar")
+    p.add_argument("--encoders", default=default_encoders(),
+                   help="comma list of kind:name (default: the default encoders, %(default)s)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--probe", type=int, default=256, help="movies timed through the forward pass alone (0: skip)")
     p.add_argument("--precision", choices=FEATURE_PRECISIONS, default="fp32", help="the extraction's precision")
