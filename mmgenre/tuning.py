@@ -113,6 +113,8 @@ def prepare_for_tuning(encoders: dict, spec: TuningSpec) -> dict:
     ``layers`` than it has, an adapter that cannot be merged -> ``InputError``.
     """
     tunable = _tunable(encoders)
+    if spec.mode != "frozen":
+        _remember_base_digests(tunable)
     if spec.mode == "lora":
         targets = _lora_targets(tunable, spec)
         for kind, enc in tunable.items():
@@ -158,6 +160,8 @@ def restore_tuned(encoders: dict, spec: TuningSpec, tensors: dict[str, torch.Ten
     """
     tensors = {k: torch.as_tensor(v) for k, v in tensors.items()}
     tunable = _tunable(encoders)
+    if spec.mode != "frozen":
+        _remember_base_digests(tunable)
     by_kind: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         kind, _, rest = key.partition(".")
@@ -188,6 +192,14 @@ def restore_tuned(encoders: dict, spec: TuningSpec, tensors: dict[str, torch.Ten
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _remember_base_digests(tunable: dict) -> None:
+    # A tuned encoder's describe() reports the weights it was tuned from (what loading rebuilds and
+    # checks), not the tuned ones: see FrozenModule.weights_digest.
+    for enc in tunable.values():
+        if getattr(enc, "base_weights_digest", None) is None:
+            enc.base_weights_digest = enc.weights_digest()
 
 
 def _tunable(encoders: dict) -> dict:

@@ -101,6 +101,7 @@ class _CNNEncoder(ImageEncoder):
         return {"kind": self.kind, "name": self.name, "source": self.source, "dim": self.dim,
                 "input_size": list(self.input_size), "grid": list(grid), "pretrained": self.pretrained,
                 "preprocess": self.transform.describe(), "target_layers": self._layer_names(),
+                "weights_digest": self.base_weights_digest or self.weights_digest(),
                 "versions": library_versions(self.library)}
 
 

@@ -12,6 +12,7 @@ A new kind is a subclass here (or in its own module) added to ``KINDS``, plus it
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -61,6 +62,29 @@ class FrozenModule(nn.Module):
     def device(self) -> torch.device:
         param = next(self.parameters(), None)
         return param.device if param is not None else torch.device("cpu")
+
+    base_weights_digest: str | None = None  # set by mmgenre.tuning before it changes the weights
+
+    def weights_digest(self) -> str:
+        """A short fingerprint of the weights: every tensor's name, shape and 64 evenly spaced values.
+
+        Recorded in ``describe()``, hence in feature caches and checkpoints, so that a checkpoint
+        trained on one weights file refuses another file of the same architecture and name (its
+        features would not be the ones the head learned on). Sampling keeps it to milliseconds
+        for MPNet; two independently trained or re-initialised models differ in nearly every value.
+        A tuned encoder's ``describe()`` reports ``base_weights_digest``, the weights it was tuned from.
+        """
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for name, tensor in sorted(self.state_dict().items()):
+                flat = tensor.detach().reshape(-1)
+                step = max(1, flat.numel() // DIGEST_SAMPLES)
+                h.update(f"{name}:{tuple(tensor.shape)};".encode())
+                h.update(flat[::step][:DIGEST_SAMPLES].to(device="cpu", dtype=torch.float32).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+DIGEST_SAMPLES = 64  # values per tensor in FrozenModule.weights_digest
 
 
 def _rows(array, rows: np.ndarray) -> np.ndarray:

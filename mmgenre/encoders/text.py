@@ -151,6 +151,7 @@ class HFTextEncoder(TextEncoder):
             "pretrained": self.pretrained, "architecture": str(cfg.model_type),
             "num_layers": int(getattr(cfg, "num_hidden_layers", 0)), "vocab_size": int(cfg.vocab_size),
             "tokenizer": self.tokenizer_source,
+            "weights_digest": self.base_weights_digest or self.weights_digest(),
             "versions": library_versions("transformers", "tokenizers"),
         }
 

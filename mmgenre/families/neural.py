@@ -67,13 +67,16 @@ class NeuralModel(Model):
         built = dict(encoders or {})
         for kind in cls.encoder_kinds_of(ckpt.model):
             info = ckpt.config.get("encoders", {}).get(kind)
+            given = kind in built  # a caller's encoder (tests: small random ones) is taken as it is
             if kind in tuned:
                 # A tuned encoder is this checkpoint's own: a private copy (of a given one, or freshly
                 # built from its base), never one of the encoders shared by frozen checkpoints.
                 built[kind] = _tuned_base(ckpt, kind, info, built.get(kind))
-            elif kind not in built:
+            elif not given:
                 weights = _check_info(ckpt, kind, info)
                 built[kind] = _shared_encoder(kind, info["name"], weights, bool(info.get("pretrained", True)))
+            if not given:
+                _check_digest(ckpt, kind, info, built[kind])
         if tensors:
             missing = sorted(set(tuned) - set(built))
             if missing:
@@ -141,6 +144,23 @@ def _tuned_base(ckpt, kind: str, info, given):
     if given is not None:
         return copy.deepcopy(given)
     return build_encoder(kind, info["name"], weights=weights, pretrained=bool(info.get("pretrained", True)))
+
+
+def _check_digest(ckpt, kind: str, info: dict, encoder) -> None:
+    """InputError when the encoder built from the config has other weights than the ones the
+    checkpoint was trained on (same name and architecture, another file). Checkpoints from before
+    digests were recorded, and randomly initialised encoders, are not checked."""
+    expected = info.get("weights_digest")
+    digest = getattr(encoder, "weights_digest", None)
+    if not isinstance(expected, str) or not info.get("pretrained", True) or digest is None:
+        return
+    found = digest()
+    if found != expected:
+        where = info.get("weights") or info.get("source") or info["name"]
+        raise InputError(f"checkpoint {ckpt.path}: its {kind} encoder {info['name']!r} was trained on other "
+                         f"weights (digest {expected[:16]!r}) than the ones loaded here from {str(where)[:200]!r} "
+                         f"(digest {found!r}): its head would read features it never saw. Install the weights it "
+                         "names (config.json, 'encoders') or retrain on these.")
 
 
 # Checkpoints written before the batch schema named the detector modality after its encoder kind
