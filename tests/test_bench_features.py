@@ -26,6 +26,16 @@ def test_a_row_times_loading_apart_and_the_forward_pass_with_the_same_encoder(ti
     assert row["load_seconds"] > 0 and row["seconds"] > 0 and row["forward_items_per_s"] > 0
     assert abs(row["items_per_s"] * row["seconds"] - n_posters) <= 0.05 * n_posters + 1  # both rounded
     assert len(built) == 1 and built[0].name == "efficientnet-lite0"  # the extraction's own encoder
+    assert 0 < row["in_model_share"] <= 1  # time inside the forward, during the extraction itself
+    assert "forward" not in vars(built[0])  # the timing wrapper is gone again
+
+
+def test_a_detector_row_has_no_in_model_share(tiny_data):
+    q = _Queue()
+    bench._run("detector", "haar", str(tiny_data), 32, q, probe=0)
+    (row,) = q.items
+    assert row["in_model_share"] is None and row["forward_items_per_s"] is None
+    bench.print_rows(q.items)
 
 
 def test_forward_only_batches_posters_as_extraction_does(tiny_data):
@@ -41,12 +51,13 @@ def test_forward_only_batches_posters_as_extraction_does(tiny_data):
 
 def test_the_table_gives_the_pipeline_to_forward_ratio(capsys):
     bench.print_rows([{"kind": "text", "encoder": "mpnet", "load_seconds": 2.0, "items": 600, "seconds": 200.0,
-                       "items_per_s": 3.0, "peak_rss_mb": 1700, "forward_items_per_s": 4.0},
+                       "items_per_s": 3.0, "peak_rss_mb": 1700, "forward_items_per_s": 4.0,
+                       "in_model_share": 0.995},
                       {"kind": "detector", "encoder": "haar", "items": 10, "seconds": 1.0,
                        "items_per_s": 10.0, "peak_rss_mb": 300, "forward_items_per_s": None}])
     lines = capsys.readouterr().out.splitlines()
-    assert "load s" in lines[0] and "pipeline/forward" in lines[0]
-    assert lines[1].split()[-2] == "0.75" and lines[2].split()[-2] == "-"
+    assert "load s" in lines[0] and "pipeline/forward" in lines[0] and "in model" in lines[0]
+    assert lines[1].split()[-3:-1] == ["0.75", "0.995"] and lines[2].split()[-3:-1] == ["-", "-"]
 
 
 def test_the_default_encoder_list_is_the_default_encoders():

@@ -10,7 +10,9 @@ peak RSS is that encoder's alone. In the same process, the encoder's forward pas
 resized), with the encoder the extraction used. Loading the encoder is timed apart (``load s``), so
 ``items/s`` is the per-item rate that scales with the dataset. ``forward/s`` is what the model itself
 can do here, and ``pipeline/forward`` says how much of it the extraction (reading, decoding,
-tokenising, writing) keeps.
+tokenising, writing) keeps. ``in model`` is the share of the extraction's own time spent inside the
+encoder's forward, timed on the same batches during the run: 1.0 means reading and tokenising cost
+nothing beside it; the probe is a separate measurement and moves with this machine's load.
 """
 from __future__ import annotations
 
@@ -65,12 +67,15 @@ def _run(kind: str, name: str, data: str, batch_size: int, queue, cache_root: st
     t0 = time.perf_counter()
     encoder = build_encoder(kind, name)
     load_seconds = time.perf_counter() - t0
+    in_model = _time_forward_calls(encoder)
     # cache_root (the rehearsal's) keeps the features for training; it must start empty to time extraction
     with contextlib.nullcontext(cache_root) if cache_root else tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         fs = extract_features(ds, kind, name, cache_root=tmp, encoder=encoder, batch_size=batch_size,
                               progress=True, precision=precision)
         seconds = time.perf_counter() - t0
+    if in_model is not None:
+        del encoder.forward  # back to the class's forward for the probe below
     n = int(fs.present.sum())
     peak_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     with extraction_autocast(encoder, precision):  # the forward alone in the extraction's precision
@@ -78,7 +83,28 @@ def _run(kind: str, name: str, data: str, batch_size: int, queue, cache_root: st
     queue.put({"kind": kind, "encoder": name, "precision": precision, "items": n, "load_seconds": round(load_seconds, 1),
                "seconds": round(seconds, 1), "items_per_s": round(n / seconds, 1),
                "torch_threads": torch.get_num_threads(), "peak_rss_mb": peak_mb,
-               "forward_items_per_s": round(fwd[0] / fwd[1], 1) if fwd else None})
+               "forward_items_per_s": round(fwd[0] / fwd[1], 1) if fwd else None,
+               "in_model_share": round(in_model[0] / seconds, 3) if in_model else None})
+
+
+def _time_forward_calls(encoder) -> list[float] | None:
+    """Wraps ``encoder.forward`` (on the instance) to add up the seconds the extraction spends inside
+    the model: ``[seconds]`` (None for a detector, which has no torch forward). Their share of the extraction's time is measured on the same batches
+    at the same moments, unlike the separate probe (this machine's speed drifts by ~20% over an hour)."""
+    real = getattr(encoder, "forward", None)
+    if real is None:
+        return None
+    spent = [0.0]
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    encoder.forward = timed
+    return spent
 
 
 def measure(data: str, encoders: str, batch_size: int = 32, cache_root: str | None = None,
@@ -99,13 +125,13 @@ def measure(data: str, encoders: str, batch_size: int = 32, cache_root: str | No
 
 def print_rows(rows: list[dict], indent: str = "") -> None:
     print(f"{indent}{'encoder':<28}{'load s':>8}{'items':>7}{'seconds':>9}{'items/s':>9}{'forward/s':>11}"
-          f"{'pipeline/forward':>18}{'peak MB':>9}")
+          f"{'pipeline/forward':>18}{'in model':>10}{'peak MB':>9}")
     for r in rows:
         fwd = r.get("forward_items_per_s")
         ratio = f"{r['items_per_s'] / fwd:.2f}" if fwd else "-"
         name = f"{r['kind']}:{r['encoder']}" + (f" ({r['precision']})" if r.get("precision", "fp32") != "fp32" else "")
         print(f"{indent}{name:<28}{r.get('load_seconds', '-'):>8}{r['items']:>7}{r['seconds']:>9}{r['items_per_s']:>9}"
-              f"{fwd if fwd else '-':>11}{ratio:>18}{r['peak_rss_mb']:>9}")
+              f"{fwd if fwd else '-':>11}{ratio:>18}{r.get('in_model_share') or '-':>10}{r['peak_rss_mb']:>9}")
 
 
 def default_encoders() -> str:
