@@ -89,8 +89,9 @@ def _run(kind: str, name: str, data: str, batch_size: int, queue, cache_root: st
 
 def _time_forward_calls(encoder) -> list[float] | None:
     """Wraps ``encoder.forward`` (on the instance) to add up the seconds the extraction spends inside
-    the model: ``[seconds]`` (None for a detector, which has no torch forward). Their share of the extraction's time is measured on the same batches
-    at the same moments, unlike the separate probe (this machine's speed drifts by ~20% over an hour)."""
+    the model: ``[seconds]`` (None for a detector, which has no torch forward). Their share of the
+    extraction's time is measured on the same batches at the same moments, unlike the separate
+    probe (this machine's speed drifts by ~20% over an hour)."""
     real = getattr(encoder, "forward", None)
     if real is None:
         return None
@@ -124,19 +125,20 @@ def measure(data: str, encoders: str, batch_size: int = 32, cache_root: str | No
 
 
 def print_rows(rows: list[dict], indent: str = "") -> None:
-    print(f"{indent}{'encoder':<28}{'load s':>8}{'items':>7}{'seconds':>9}{'items/s':>9}{'forward/s':>11}"
+    print(f"{indent}{'encoder':<32}{'load s':>8}{'items':>7}{'seconds':>9}{'items/s':>9}{'forward/s':>11}"
           f"{'pipeline/forward':>18}{'in model':>10}{'peak MB':>9}")
     for r in rows:
         fwd = r.get("forward_items_per_s")
         ratio = f"{r['items_per_s'] / fwd:.2f}" if fwd else "-"
         name = f"{r['kind']}:{r['encoder']}" + (f" ({r['precision']})" if r.get("precision", "fp32") != "fp32" else "")
-        print(f"{indent}{name:<28}{r.get('load_seconds', '-'):>8}{r['items']:>7}{r['seconds']:>9}{r['items_per_s']:>9}"
+        print(f"{indent}{name:<32}{r.get('load_seconds', '-'):>8}{r['items']:>7}{r['seconds']:>9}{r['items_per_s']:>9}"
               f"{fwd if fwd else '-':>11}{ratio:>18}{r.get('in_model_share') or '-':>10}{r['peak_rss_mb']:>9}")
 
 
-def default_encoders() -> str:
-    """``text:...,image:...,detector:...`` naming the encoders a default ``python -m train`` extracts."""
-    cfg = TrainConfig(data="")
+def default_encoders(cfg: TrainConfig | None = None) -> str:
+    """``text:...,image:...,detector:...``: the encoders ``cfg`` names (default: what a default
+    ``python -m train`` extracts)."""
+    cfg = cfg or TrainConfig(data="")
     return f"text:{cfg.text_encoder},image:{cfg.image_encoder},detector:{cfg.detector}"
 
 

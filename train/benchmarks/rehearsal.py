@@ -97,8 +97,8 @@ def main(argv=None) -> int:
             print(f"  {kind}: {r['rows']} rows, {r['mib']:.0f} MiB{'' if r['copied'] else ' (already there)'}")
     else:
         reused = feature_root.is_dir() and any(feature_root.iterdir())
-        encoders = f"text:{cfg.text_encoder},image:{cfg.image_encoder},detector:{cfg.detector}"
-        rows = feature_bench.measure(str(out), encoders, args.batch_size, cache_root=str(feature_root),
+        rows = feature_bench.measure(str(out), feature_bench.default_encoders(cfg), args.batch_size,
+                                     cache_root=str(feature_root),
                                      precision=args.feature_precision)
         print(f"features{' (REUSED cache: these are cache reads, not extraction)' if reused else ''}:")
         feature_bench.print_rows(rows, indent="  ")
